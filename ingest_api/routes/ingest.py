@@ -1,0 +1,115 @@
+"""POST /v1/sessions/ingest: batches of completed sessions from the SDK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ingest_api.body import parse_envelope, read_body
+from ingest_api.deps import PoolDep, PrincipalDep, SettingsDep
+from ingest_api.store import sessions as session_store
+from ingest_api.wire import FieldError, Rejection, Session, raw_session_id, validate_session
+
+router = APIRouter(tags=["ingest"])
+
+
+class IngestRequest(BaseModel):
+    """The envelope the SDK posts (optionally gzip-compressed)."""
+
+    sessions: list[Session]
+    timestamp: float | None = Field(default=None, description="client send time, epoch ms")
+
+
+class ErrorItem(BaseModel):
+    field: str = Field(description="path in the session, e.g. turns[0].llmCalls[0].metrics.tokensInput")
+    message: str
+
+
+class RejectedSession(BaseModel):
+    index: int = Field(description="position of the session in the request's sessions array")
+    sessionId: Any = None
+    errors: list[ErrorItem]
+
+
+class IngestResult(BaseModel):
+    stored: int = Field(description="sessions written by this request")
+    duplicates: int = Field(description="sessions already stored (or repeated in the batch)")
+    rejected: list[RejectedSession] = Field(default_factory=list)
+
+
+def request_body_openapi() -> tuple[dict, dict]:
+    """OpenAPI for the body we parse by hand (per-session validation, gzip, size limit)."""
+    schema = IngestRequest.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    extra = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+            "description": "May be sent with Content-Encoding: gzip.",
+        }
+    }
+    return extra, defs
+
+
+OPENAPI_EXTRA, OPENAPI_DEFS = request_body_openapi()
+
+
+def _rejection_json(r: Rejection) -> dict:
+    return {
+        "index": r.index,
+        "sessionId": r.session_id,
+        "errors": [{"field": e.field, "message": e.message} for e in r.errors],
+    }
+
+
+@router.post(
+    "/v1/sessions/ingest",
+    summary="Store a batch of completed sessions, exactly once",
+    response_model=IngestResult,
+    openapi_extra=OPENAPI_EXTRA,
+    responses={
+        207: {"model": IngestResult, "description": "some sessions were rejected, the rest stored"},
+        400: {"description": "malformed JSON or gzip"},
+        401: {"description": "missing or unknown API key"},
+        413: {"description": "body or batch over the limit"},
+        422: {"model": IngestResult, "description": "not the envelope, or every session rejected"},
+        503: {"description": "database unavailable; nothing stored; see Retry-After"},
+    },
+)
+async def ingest_sessions(
+    request: Request, principal: PrincipalDep, settings: SettingsDep, pool: PoolDep
+) -> JSONResponse:
+    body = await read_body(request, settings.max_body_bytes)
+    envelope = parse_envelope(body, settings.max_batch_sessions)
+
+    accepted: list[tuple[int, Session]] = []
+    rejected: list[Rejection] = []
+    for index, raw in enumerate(envelope.sessions):
+        result = validate_session(raw, check_text=envelope.suspicious_text)
+        if isinstance(result, Session):
+            accepted.append((index, result))
+        else:
+            rejected.append(Rejection(index, raw_session_id(raw), result))
+
+    stored = duplicates = 0
+    if accepted:
+        # The connection is taken only now: parsing a large body holds none.
+        async with pool.connection() as conn:
+            outcome = await session_store.ingest(conn, principal, [s for _, s in accepted])
+        stored, duplicates = outcome.stored, outcome.duplicates
+        for index, s in accepted:
+            if s.session_id in outcome.refused:
+                message = outcome.refused.pop(s.session_id)
+                rejected.append(Rejection(index, str(s.session_id), [FieldError("", message)]))
+        rejected.sort(key=lambda r: r.index)
+
+    status = 200
+    if rejected:
+        status = 207 if stored or duplicates else 422
+    return JSONResponse(
+        {"stored": stored, "duplicates": duplicates, "rejected": [_rejection_json(r) for r in rejected]},
+        status_code=status,
+    )

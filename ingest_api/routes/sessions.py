@@ -1,0 +1,58 @@
+"""Reads on the raw data, always scoped to the caller's project."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from ingest_api.deps import ConnectionDep, PrincipalDep
+from ingest_api.store import sessions as session_store
+
+router = APIRouter(tags=["sessions"])
+
+
+@router.get("/v1/agents", summary="The project's agents with session counts, first and last seen")
+async def list_agents(principal: PrincipalDep, conn: ConnectionDep) -> dict:
+    return {"agents": await session_store.list_agents(conn, principal.project_id)}
+
+
+@router.get(
+    "/v1/agents/{agent_name}/sessions",
+    summary="An agent's sessions, newest first, with keyset pagination",
+)
+async def list_sessions(
+    agent_name: str,
+    principal: PrincipalDep,
+    conn: ConnectionDep,
+    since: Annotated[datetime | None, Query(description="start_time >= since (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="start_time < until (ISO 8601)")] = None,
+    status: Annotated[str | None, Query(description="final outcome status, e.g. success")] = None,
+    user_id: Annotated[str | None, Query(alias="userId")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
+) -> dict:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise HTTPException(422, f"{name} needs a time zone, e.g. 2026-11-25T10:00:00Z")
+    try:
+        after = session_store.decode_cursor(cursor) if cursor else None
+    except ValueError:
+        raise HTTPException(422, "invalid cursor") from None
+    items, next_cursor = await session_store.list_sessions(
+        conn,
+        principal.project_id,
+        agent_name,
+        session_store.SessionFilter(since, until, status, user_id, after, limit),
+    )
+    return {"sessions": items, "nextCursor": next_cursor}
+
+
+@router.get("/v1/sessions/{session_id}", summary="One whole session as ingested")
+async def get_session(session_id: uuid.UUID, principal: PrincipalDep, conn: ConnectionDep) -> dict:
+    session = await session_store.get_session(conn, principal.project_id, session_id)
+    if session is None:
+        raise HTTPException(404, "session not found")
+    return session

@@ -1,0 +1,1 @@
+"""All SQL the API runs lives in this package; routes only call it."""

@@ -1,0 +1,370 @@
+"""Writing sessions (bulk, exactly once) and reading them back, always within one project."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import psycopg
+
+from ingest_api.store.keys import Principal
+from ingest_api.wire import Session
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MS = timedelta(milliseconds=1)
+
+# Claiming ids in one sorted statement makes concurrent overlapping batches
+# wait on each other in the same order (no deadlock); the loser gets no row back.
+CLAIM_SQL = """
+    insert into session_ledger (project_id, session_id)
+    select %s, id from unnest(%s::uuid[]) as id order by id
+    on conflict do nothing
+    returning session_id
+"""
+
+SESSION_COLUMNS = (
+    "project_id, session_id, api_key_id, agent_name, user_id, parent_session_id, start_time,"
+    " end_time, initial_request, final_outcome, metadata, tags, extra"
+)
+TURN_COLUMNS = (
+    'project_id, session_id, turn_id, turn_number, "timestamp", trigger, agent_response,'
+    " user_feedback, extra"
+)
+LLM_COLUMNS = (
+    "project_id, session_id, turn_id, call_id, position, provider, model, start_time, end_time,"
+    " tokens_input, tokens_output, tokens_total, cost_usd, latency_ms, messages, response, extra"
+)
+TOOL_COLUMNS = (
+    "project_id, session_id, turn_id, tool_id, position, tool_name, arguments, start_time,"
+    " end_time, result, error, latency_ms, extra"
+)
+
+
+def _ts(ms: float | None) -> datetime | None:
+    return None if ms is None else EPOCH + ms * MS
+
+
+def _ms(ts: datetime | None) -> int | float | None:
+    if ts is None:
+        return None
+    value = (ts - EPOCH) / MS
+    return int(value) if value.is_integer() else value
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _num(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@dataclass
+class SessionRows:
+    """One batch as rows of the four raw tables, in COPY column order."""
+
+    sessions: list[tuple] = field(default_factory=list)
+    turns: list[tuple] = field(default_factory=list)
+    llm_calls: list[tuple] = field(default_factory=list)
+    tool_calls: list[tuple] = field(default_factory=list)
+
+    def add(self, principal: Principal, s: Session) -> None:
+        project = str(principal.project_id)
+        sid = str(s.session_id)
+        outcome = s.final_outcome.model_dump(by_alias=True, exclude_unset=True) if s.final_outcome else None
+        self.sessions.append((
+            project, sid, str(principal.key_id), s.agent_name, s.user_id,
+            str(s.parent_session_id) if s.parent_session_id else None,
+            _ts(s.start_time), _ts(s.end_time), s.initial_request, _json(outcome),
+            _json(s.metadata), s.tags, _json(s.extras),
+        ))
+        for turn in s.turns:
+            response = turn.agent_response
+            stored_response = None
+            if response is not None:
+                stored_response = {"message": response.message, **(response.extras or {})}
+            self.turns.append((
+                project, sid, turn.turn_id, turn.turn_number, _ts(turn.timestamp),
+                # trigger is NOT NULL: a JSON null is kept as the JSON value null
+                orjson.dumps(turn.trigger).decode(), _json(stored_response),
+                _json(turn.user_feedback), _json(turn.extras),
+            ))
+            for position, call in enumerate(turn.llm_calls):
+                m = call.metrics
+                extra = dict(call.extras or {})
+                if m is not None and m.extras:
+                    extra["metrics"] = m.extras
+                self.llm_calls.append((
+                    project, sid, turn.turn_id, call.call_id, position, call.provider,
+                    call.model, _ts(call.start_time), _ts(call.end_time),
+                    m and m.tokens_input, m and m.tokens_output, m and m.tokens_total,
+                    m and m.cost_usd, m and m.latency_ms,
+                    _json(call.messages), _json(call.response), _json(extra or None),
+                ))
+            if response is not None:
+                for position, tool in enumerate(response.tool_calls):
+                    self.tool_calls.append((
+                        project, sid, turn.turn_id, tool.tool_id, position, tool.tool_name,
+                        _json(tool.arguments), _ts(tool.start_time), _ts(tool.end_time),
+                        _json(tool.result), tool.error, tool.latency_ms, _json(tool.extras),
+                    ))
+
+
+async def copy_rows(cur: psycopg.AsyncCursor, rows: SessionRows) -> None:
+    """COPY a batch into the raw tables (the caller holds the transaction)."""
+    for table, columns, data in (
+        ("agent_sessions", SESSION_COLUMNS, rows.sessions),
+        ("session_turns", TURN_COLUMNS, rows.turns),
+        ("llm_calls", LLM_COLUMNS, rows.llm_calls),
+        ("tool_calls", TOOL_COLUMNS, rows.tool_calls),
+    ):
+        if not data:
+            continue
+        async with cur.copy(f"copy {table} ({columns}) from stdin") as copy:
+            for row in data:
+                await copy.write_row(row)
+
+
+@dataclass
+class IngestOutcome:
+    stored: int
+    duplicates: int
+    # session id -> why the database refused it (only when validation missed a fault)
+    refused: dict[uuid.UUID, str] = field(default_factory=dict)
+
+
+async def _write(conn: psycopg.AsyncConnection, principal: Principal, sessions: list[Session]) -> int:
+    async with conn.transaction():
+        cur = conn.cursor()
+        await cur.execute(CLAIM_SQL, (principal.project_id, [s.session_id for s in sessions]))
+        claimed = {row[0] for row in await cur.fetchall()}
+        rows = SessionRows()
+        for s in sessions:
+            if s.session_id in claimed:
+                rows.add(principal, s)
+        await copy_rows(cur, rows)
+    return len(claimed)
+
+
+async def ingest(conn: psycopg.AsyncConnection, principal: Principal, sessions: list[Session]) -> IngestOutcome:
+    """Store the sessions not seen before, in one transaction; count the rest as duplicates.
+
+    A resent id (within the batch, from an earlier batch, or from a concurrent
+    client) is stored once: the first copy wins.
+    """
+    unique: dict[uuid.UUID, Session] = {}
+    for s in sessions:
+        unique.setdefault(s.session_id, s)
+    batch = list(unique.values())
+    try:
+        stored = await _write(conn, principal, batch)
+        return IngestOutcome(stored, len(sessions) - stored)
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError):
+        # Validation should make this unreachable. If the database still refuses
+        # something, find the culprit one session at a time so the rest land.
+        pass
+    outcome = IngestOutcome(0, 0)
+    for s in batch:
+        try:
+            outcome.stored += await _write(conn, principal, [s])
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            outcome.refused[s.session_id] = f"database refused the session: {exc.diag.message_primary}"
+    outcome.duplicates = len(sessions) - outcome.stored - len(outcome.refused)
+    return outcome
+
+
+# ---------------------------------------------------------------- reads
+
+
+async def list_agents(conn: psycopg.AsyncConnection, project_id: uuid.UUID) -> list[dict]:
+    cur = await conn.execute(
+        """
+        select agent_name, count(*), min(start_time), max(start_time)
+        from agent_sessions where project_id = %s
+        group by agent_name order by agent_name
+        """,
+        (project_id,),
+    )
+    return [
+        {"agentName": name, "sessionCount": count, "firstSeen": first, "lastSeen": last}
+        for name, count, first, last in await cur.fetchall()
+    ]
+
+
+def encode_cursor(start_time: datetime, session_id: uuid.UUID) -> str:
+    raw = orjson.dumps([start_time.isoformat(), str(session_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Raises ValueError on anything that is not a cursor this API issued."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        start, sid = orjson.loads(raw)
+        return datetime.fromisoformat(start), uuid.UUID(sid)
+    except Exception as exc:  # noqa: BLE001 - any malformation is the same client error
+        raise ValueError("invalid cursor") from exc
+
+
+@dataclass
+class SessionFilter:
+    since: datetime | None = None
+    until: datetime | None = None
+    status: str | None = None
+    user_id: str | None = None
+    after: tuple[datetime, uuid.UUID] | None = None
+    limit: int = 50
+
+
+async def list_sessions(
+    conn: psycopg.AsyncConnection, project_id: uuid.UUID, agent_name: str, f: SessionFilter
+) -> tuple[list[dict], str | None]:
+    """A page of session summaries, newest first, and the cursor of the next page."""
+    conditions = ["s.project_id = %(project)s", "s.agent_name = %(agent)s"]
+    params: dict[str, Any] = {"project": project_id, "agent": agent_name, "limit": f.limit + 1}
+    if f.since is not None:
+        conditions.append("s.start_time >= %(since)s")
+        params["since"] = f.since
+    if f.until is not None:
+        conditions.append("s.start_time < %(until)s")
+        params["until"] = f.until
+    if f.status is not None:
+        conditions.append("s.status = %(status)s")
+        params["status"] = f.status
+    if f.user_id is not None:
+        conditions.append("s.user_id = %(user)s")
+        params["user"] = f.user_id
+    if f.after is not None:
+        conditions.append("(s.start_time, s.session_id) < (%(after_time)s, %(after_id)s)")
+        params["after_time"], params["after_id"] = f.after
+    cur = await conn.execute(
+        f"""
+        select s.session_id, s.agent_name, s.user_id, s.parent_session_id, s.start_time,
+               s.end_time, s.status, s.final_outcome -> 'userSatisfaction',
+               s.final_outcome -> 'confidence', s.tags,
+               (select count(*) from session_turns t
+                 where t.project_id = s.project_id and t.session_id = s.session_id),
+               l.calls, l.tokens, l.cost, tc.calls, tc.errors
+        from agent_sessions s
+        cross join lateral (
+            select count(*) as calls, sum(tokens_total) as tokens, sum(cost_usd) as cost
+            from llm_calls c where c.project_id = s.project_id and c.session_id = s.session_id
+        ) l
+        cross join lateral (
+            select count(*) as calls, count(error) as errors
+            from tool_calls c where c.project_id = s.project_id and c.session_id = s.session_id
+        ) tc
+        where {" and ".join(conditions)}
+        order by s.start_time desc, s.session_id desc
+        limit %(limit)s
+        """,
+        params,
+    )
+    rows = await cur.fetchall()
+    next_cursor = None
+    if len(rows) > f.limit:
+        rows = rows[: f.limit]
+        next_cursor = encode_cursor(rows[-1][4], rows[-1][0])
+    items = [
+        {
+            "sessionId": str(r[0]), "agentName": r[1], "userId": r[2],
+            "parentSessionId": str(r[3]) if r[3] else None,
+            "startTime": _ms(r[4]), "endTime": _ms(r[5]), "status": r[6],
+            "userSatisfaction": r[7], "confidence": r[8], "tags": r[9],
+            "turnCount": r[10], "llmCallCount": r[11], "tokensTotal": r[12],
+            "totalCostUsd": _num(r[13]) if r[13] is not None else 0,
+            "toolCallCount": r[14], "toolErrorCount": r[15],
+        }
+        for r in rows
+    ]
+    return items, next_cursor
+
+
+async def get_session(conn: psycopg.AsyncConnection, project_id: uuid.UUID, session_id: uuid.UUID) -> dict | None:
+    """The whole session in the wire format it was sent in, or None (also for other projects' ids)."""
+    key = {"project": project_id, "session": session_id}
+    cur = await conn.execute(
+        """
+        select session_id, agent_name, user_id, initial_request, start_time, end_time, metadata,
+               tags, parent_session_id, final_outcome, extra
+        from agent_sessions where project_id = %(project)s and session_id = %(session)s
+        """,
+        key,
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    session = {
+        "sessionId": str(row[0]), "agentName": row[1], "userId": row[2],
+        "initialRequest": row[3], "startTime": _ms(row[4]), "endTime": _ms(row[5]),
+        "metadata": row[6], "tags": row[7],
+        "parentSessionId": str(row[8]) if row[8] else None,
+        "turns": [], "finalOutcome": row[9], **(row[10] or {}),
+    }
+
+    cur = await conn.execute(
+        """
+        select turn_id, turn_number, "timestamp", trigger, agent_response, user_feedback, extra
+        from session_turns where project_id = %(project)s and session_id = %(session)s
+        order by turn_number, "timestamp", turn_id
+        """,
+        key,
+    )
+    turns: dict[str, dict] = {}
+    for turn_id, number, ts, trigger, response, feedback, extra in await cur.fetchall():
+        if response is not None:
+            response = {**response, "toolCalls": []}
+        turns[turn_id] = {
+            "turnId": turn_id, "turnNumber": number, "timestamp": _ms(ts), "trigger": trigger,
+            "llmCalls": [], "agentResponse": response, "userFeedback": feedback, **(extra or {}),
+        }
+    session["turns"] = list(turns.values())
+
+    cur = await conn.execute(
+        """
+        select turn_id, call_id, provider, model, start_time, end_time, messages, response,
+               tokens_input, tokens_output, tokens_total, cost_usd, latency_ms, extra
+        from llm_calls where project_id = %(project)s and session_id = %(session)s
+        order by turn_id, position
+        """,
+        key,
+    )
+    for r in await cur.fetchall():
+        extra = dict(r[13] or {})
+        metrics = {
+            "tokensInput": r[8], "tokensOutput": r[9], "tokensTotal": r[10],
+            "costUsd": _num(r[11]), "latencyMs": _num(r[12]), **extra.pop("metrics", {}),
+        }
+        turns[r[0]]["llmCalls"].append({
+            "callId": r[1], "provider": r[2], "model": r[3], "startTime": _ms(r[4]),
+            "endTime": _ms(r[5]), "messages": r[6], "response": r[7], "metrics": metrics, **extra,
+        })
+
+    cur = await conn.execute(
+        """
+        select turn_id, tool_id, tool_name, arguments, start_time, end_time, result, error,
+               latency_ms, extra
+        from tool_calls where project_id = %(project)s and session_id = %(session)s
+        order by turn_id, position
+        """,
+        key,
+    )
+    for r in await cur.fetchall():
+        turn = turns[r[0]]
+        if turn["agentResponse"] is None:
+            turn["agentResponse"] = {"message": None, "toolCalls": []}
+        turn["agentResponse"]["toolCalls"].append({
+            "toolId": r[1], "toolName": r[2], "arguments": r[3], "startTime": _ms(r[4]),
+            "endTime": _ms(r[5]), "result": r[6], "error": r[7], "latencyMs": _num(r[8]),
+            **(r[9] or {}),
+        })
+    return session
