@@ -195,7 +195,7 @@ async def list_agents(conn: psycopg.AsyncConnection, project_id: uuid.UUID) -> l
         (project_id,),
     )
     return [
-        {"agentName": name, "sessionCount": count, "firstSeen": first, "lastSeen": last}
+        {"agentName": name, "sessionCount": count, "firstSeen": _ms(first), "lastSeen": _ms(last)}
         for name, count, first, last in await cur.fetchall()
     ]
 

@@ -1,0 +1,205 @@
+"""Operating the platform: migrations, the bagula command, the watermark, database outages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import psycopg
+import pytest
+
+from ingest_api import db
+from ingest_api.sample_sessions import make_batch
+from ingest_api.store import keys
+from ingest_api.store import sessions as session_store
+from ingest_api.store.keys import Principal
+from ingest_api.wire import validate_session
+from tests.conftest import ApiServer, new_tenant, remove_cluster, start_cluster
+
+INGEST = "/v1/sessions/ingest"
+
+
+def bagula(database_url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest_api.cli", *args],
+        env={**os.environ, "BAGULA_DATABASE_URL": database_url},
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def fresh_database(pg, name: str) -> str:
+    return pg.create_database(f"{name}_{uuid.uuid4().hex[:8]}")
+
+
+def timescaledb_available(database_url: str) -> bool:
+    with psycopg.connect(database_url) as conn:
+        return bool(conn.execute(
+            "select 1 from pg_available_extensions where name = 'timescaledb'"
+        ).fetchone())
+
+
+def test_db_upgrade_is_idempotent_and_says_how_time_series_are_stored(pg):
+    url = fresh_database(pg, "upgrade")
+    first = bagula(url, "db", "upgrade")
+    assert first.returncode == 0, first.stderr
+    second = bagula(url, "db", "upgrade")
+    assert second.returncode == 0, second.stderr
+    assert db.current_revision(url) == "0001"
+    if timescaledb_available(url):
+        assert "hypertables agent_sessions, llm_calls" in second.stderr
+    else:
+        # The skip is visible, not silent.
+        assert "extension not available, skipped hypertables" in first.stderr
+        assert "plain PostgreSQL tables" in second.stderr
+        assert db.hypertables(url) == []
+
+
+def test_hypertables_on_timescaledb(pg):
+    url = fresh_database(pg, "tsdb")
+    if not timescaledb_available(url):
+        pytest.skip("timescaledb extension is not installed on this PostgreSQL server")
+    db.upgrade(url)
+    assert db.hypertables(url) == ["agent_sessions", "llm_calls"]
+
+
+def test_timescaledb_off_keeps_plain_tables(pg):
+    url = fresh_database(pg, "tsoff")
+    db.upgrade(url, timescaledb="off")
+    assert db.hypertables(url) == []
+
+
+def test_keys_create_prints_the_key_last_and_revoke_disables_it(api, database_url):
+    project = f"cli-{uuid.uuid4().hex[:8]}"
+    created = bagula(database_url, "keys", "create", "--project", project)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("bgl_")
+
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(api.base_url + "/v1/agents", headers=headers).status_code == 200
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("select key_hash from api_keys where key_prefix = %s", (key[:12],)).fetchall()
+        assert key.encode() not in [bytes(r[0]) for r in stored]  # only the hash is kept
+
+    listed = bagula(database_url, "keys", "list", "--project", project)
+    assert project in listed.stdout and key not in listed.stdout
+
+    revoked = bagula(database_url, "keys", "revoke", key)
+    assert revoked.returncode == 0, revoked.stderr
+    assert httpx.get(api.base_url + "/v1/agents", headers=headers).status_code == 401
+    assert bagula(database_url, "keys", "revoke", key).returncode != 0
+
+
+def test_commands_without_a_database_url_say_what_is_missing():
+    env = {k: v for k, v in os.environ.items() if k != "BAGULA_DATABASE_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest_api.cli", "db", "upgrade"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "BAGULA_DATABASE_URL is not set" in result.stderr
+
+
+def test_watermark_never_skips_a_batch_committed_late(database_url):
+    """A reader that advances to bagula_ingest_horizon() picks up a batch whose
+    transaction began first but committed last."""
+    with psycopg.connect(database_url) as conn:
+        new = keys.create_key(conn, f"wm-{uuid.uuid4().hex[:8]}")
+    principal = Principal(new.key_id, new.project_id)
+    early, late = (
+        [validate_session(s, check_text=False) for s in make_batch(random.Random(seed), 3)]
+        for seed in (1, 2)
+    )
+
+    def read_since(conn, watermark: int) -> tuple[set[str], int]:
+        horizon = conn.execute("select bagula_ingest_horizon()").fetchone()[0]
+        rows = conn.execute(
+            "select session_id::text from agent_sessions"
+            " where project_id = %s and ingest_txid >= %s and ingest_txid < %s",
+            (new.project_id, watermark, horizon),
+        ).fetchall()
+        return {r[0] for r in rows}, horizon
+
+    async def scenario() -> None:
+        reader = psycopg.connect(database_url, autocommit=True)
+        watermark = 0
+        slow = await psycopg.AsyncConnection.connect(database_url)
+        fast = await psycopg.AsyncConnection.connect(database_url)
+        async with slow.transaction():
+            await session_store.ingest(slow, principal, early)  # started first, still open
+            await session_store.ingest(fast, principal, late)  # committed
+            seen, watermark = read_since(reader, watermark)
+            assert seen == set()  # the committed batch waits behind the open one
+        seen, watermark = read_since(reader, watermark)
+        assert seen == {str(s.session_id) for s in early + late}
+        seen, _ = read_since(reader, watermark)
+        assert seen == set()  # and nothing is read twice
+        for c in (slow, fast):
+            await c.close()
+        reader.close()
+
+    asyncio.run(scenario())
+
+
+def _wait_for(predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.25)
+    raise AssertionError("condition not reached in time")
+
+
+def test_database_outage_answers_503_and_recovers():
+    cluster = start_cluster()
+    url = cluster.url()
+    db.upgrade(url)
+    api = ApiServer(url, BAGULA_DB_TIMEOUT_S="1", BAGULA_RETRY_AFTER_S="3").start()
+    try:
+        tenant = new_tenant(api, url)
+        before, during = make_batch(random.Random(3), 5), make_batch(random.Random(4), 5)
+        assert tenant.client.post(INGEST, json={"sessions": before}).json()["stored"] == 5
+
+        cluster.stop()
+        response = tenant.client.post(INGEST, json={"sessions": during})
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "3"
+        assert tenant.client.get("/v1/agents").status_code == 503
+        assert tenant.client.get("/readyz").status_code == 503
+        assert tenant.client.get("/healthz").status_code == 200
+
+        cluster.start()
+        _wait_for(lambda: tenant.client.get("/readyz").status_code == 200)
+        # What was refused during the outage was not stored; resent, it is, once.
+        assert tenant.client.post(INGEST, json={"sessions": during + before}).json() == {
+            "stored": 5, "duplicates": 5, "rejected": []
+        }
+        [agent] = tenant.client.get("/v1/agents").json()["agents"]
+        assert agent["sessionCount"] == 10
+    finally:
+        api.stop()
+        remove_cluster(cluster)
+
+
+def test_api_starts_while_the_database_is_down_and_serves_once_it_is_up():
+    cluster = start_cluster()
+    url = cluster.url()
+    db.upgrade(url)
+    with psycopg.connect(url) as conn:
+        key = keys.create_key(conn, "late-db").secret
+    cluster.stop()
+    api = ApiServer(url, BAGULA_DB_TIMEOUT_S="1").start()
+    try:
+        headers = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(api.base_url + "/v1/agents", headers=headers).status_code == 503
+        cluster.start()
+        _wait_for(lambda: httpx.get(api.base_url + "/v1/agents", headers=headers).status_code == 200)
+    finally:
+        api.stop()
+        remove_cluster(cluster)
