@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import click
 import psycopg
@@ -92,18 +95,18 @@ def _serve_api(host: str, port: int, workers: int) -> None:
 @main.command("api", help="Serve the HTTP API.")
 @click.option("--host", default=None, help="default: BAGULA_API_HOST or 127.0.0.1")
 @click.option("--port", type=int, default=None, help="default: BAGULA_API_PORT or 8000")
-@click.option("--workers", type=int, default=1, show_default=True, help="server processes")
-def api(host: str | None, port: int | None, workers: int) -> None:
+@click.option("--workers", type=int, default=None, help="server processes; default: BAGULA_API_WORKERS or 2")
+def api(host: str | None, port: int | None, workers: int | None) -> None:
     settings = get_settings()
     _database_url()
-    _serve_api(host or settings.api_host, port or settings.api_port, workers)
+    _serve_api(host or settings.api_host, port or settings.api_port, workers or settings.api_workers)
 
 
 @main.command("run", help="Start the platform: database (project-local unless BAGULA_DATABASE_URL is set), schema, first API key, API.")
 @click.option("--host", default=None)
 @click.option("--port", type=int, default=None)
-@click.option("--workers", type=int, default=1, show_default=True)
-def run(host: str | None, port: int | None, workers: int) -> None:
+@click.option("--workers", type=int, default=None)
+def run(host: str | None, port: int | None, workers: int | None) -> None:
     settings = get_settings()
     local = None
     url = settings.database_url
@@ -136,11 +139,40 @@ def run(host: str | None, port: int | None, workers: int) -> None:
         lines.append(f"  API keys: project {DEFAULT_PROJECT!r} has one already; another: bagula keys create --project NAME")
     click.echo("\n".join(lines) + "\n")
     sys.stdout.flush()
+    api_command = [
+        sys.executable, "-m", "ingest_api.cli", "api", "--host", host, "--port", str(port),
+        "--workers", str(workers or settings.api_workers),
+    ]
     try:
-        _serve_api(host, port, workers)
+        supervise([api_command])
     finally:
         if local is not None:
+            click.echo("stopping the project-local PostgreSQL", err=True)
             local.stop()
+
+
+def supervise(commands: list[list[str]]) -> None:
+    """Run the platform's services until one exits or we are told to stop; then stop them all."""
+    children = [subprocess.Popen(cmd) for cmd in commands]
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 if __name__ == "__main__":

@@ -112,6 +112,17 @@ class LocalPostgres:
             entry = pwd.getpwnam(self.os_user)
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
+    def _check_reachable(self) -> None:
+        if not self.os_user:
+            return
+        probe = subprocess.run(["runuser", "-u", self.os_user, "--", "test", "-x", str(self.base_dir)])
+        if probe.returncode != 0:
+            raise LocalDbError(
+                f"PostgreSQL runs as the unprivileged user {self.os_user!r}, which cannot reach "
+                f"{self.base_dir} (a parent folder is private). Set BAGULA_DATA_DIR to a folder "
+                "outside it, e.g. /var/lib/bagula, or set BAGULA_DATABASE_URL."
+            )
+
     @property
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -122,6 +133,7 @@ class LocalPostgres:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         # The server user must be able to reach its data folder.
         self.base_dir.chmod(0o755)
+        self._check_reachable()
         if not self.password_file.exists():
             self.password_file.write_text(secrets.token_urlsafe(24))
             self.password_file.chmod(0o600)

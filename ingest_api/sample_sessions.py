@@ -45,9 +45,9 @@ def make_session(
             "endTime": t + llm_latency,
             "messages": [
                 {"role": "system", "content": "You are a helpful support agent. " + _text(rng, 12)},
-                {"role": "user", "content": _text(rng, 30)},
+                {"role": "user", "content": _text(rng, 24)},
             ],
-            "response": {"role": "assistant", "content": _text(rng, 25)},
+            "response": {"role": "assistant", "content": _text(rng, 20)},
             "metrics": {
                 "tokensInput": tokens_in,
                 "tokensOutput": tokens_out,
@@ -58,7 +58,7 @@ def make_session(
         }
         t += llm_latency
         tool_calls = []
-        for k in range(tools_per_turn):
+        for _ in range(tools_per_turn):
             tool_latency = rng.randint(20, 800)
             failed = rng.random() < 0.05
             tool_calls.append({
@@ -67,7 +67,7 @@ def make_session(
                 "arguments": {"query": _text(rng, 6), "limit": rng.randint(1, 20)},
                 "startTime": t,
                 "endTime": t + tool_latency,
-                "result": None if failed else {"items": [_text(rng, 8) for _ in range(3)]},
+                "result": None if failed else {"items": [_text(rng, 6) for _ in range(2)]},
                 "error": "upstream timeout" if failed else None,
                 "latencyMs": tool_latency,
             })
@@ -76,9 +76,9 @@ def make_session(
             "turnId": f"turn-{n}",
             "turnNumber": n,
             "timestamp": t,
-            "trigger": {"type": "user_message", "content": _text(rng, 15)},
+            "trigger": {"type": "user_message", "content": _text(rng, 10)},
             "llmCalls": [llm_call],
-            "agentResponse": {"message": _text(rng, 20), "toolCalls": tool_calls},
+            "agentResponse": {"message": _text(rng, 12), "toolCalls": tool_calls},
             "userFeedback": None,
         })
         t += rng.randint(1000, 20000)

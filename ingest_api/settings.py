@@ -20,6 +20,8 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Server processes; validation is CPU-bound, so one per core.
+    api_workers: int = Field(default=2, gt=0)
 
     # Whole-request limits on POST /v1/sessions/ingest.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import random
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import psycopg
 import pytest
 
 from ingest_api import db
+from ingest_api.localdb import LocalPostgres
 from ingest_api.sample_sessions import make_batch
 from ingest_api.store import keys
 from ingest_api.store import sessions as session_store
@@ -112,7 +114,7 @@ def test_watermark_never_skips_a_batch_committed_late(database_url):
         new = keys.create_key(conn, f"wm-{uuid.uuid4().hex[:8]}")
     principal = Principal(new.key_id, new.project_id)
     early, late = (
-        [validate_session(s, check_text=False) for s in make_batch(random.Random(seed), 3)]
+        [validate_session(s, check_text=False)[0] for s in make_batch(random.Random(seed), 3)]
         for seed in (1, 2)
     )
 
@@ -136,7 +138,7 @@ def test_watermark_never_skips_a_batch_committed_late(database_url):
             seen, watermark = read_since(reader, watermark)
             assert seen == set()  # the committed batch waits behind the open one
         seen, watermark = read_since(reader, watermark)
-        assert seen == {str(s.session_id) for s in early + late}
+        assert seen == {str(s["sessionId"]) for s in early + late}
         seen, _ = read_since(reader, watermark)
         assert seen == set()  # and nothing is read twice
         for c in (slow, fast):
@@ -203,3 +205,84 @@ def test_api_starts_while_the_database_is_down_and_serves_once_it_is_up():
     finally:
         api.stop()
         remove_cluster(cluster)
+
+
+def test_a_session_the_database_refuses_costs_only_itself(database_url):
+    """Defence in depth: should validation ever miss a fault, the store isolates
+    the session the database refuses and still stores the rest of the batch."""
+    with psycopg.connect(database_url) as conn:
+        new = keys.create_key(conn, f"refuse-{uuid.uuid4().hex[:8]}")
+    principal = Principal(new.key_id, new.project_id)
+    batch = [validate_session(s, check_text=False)[0] for s in make_batch(random.Random(30), 4)]
+    batch[2]["turns"][0]["llmCalls"][0]["metrics"]["tokensInput"] = 2**40  # bypasses validation
+
+    async def scenario():
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            return await session_store.ingest(conn, principal, batch + batch[:1])
+
+    outcome = asyncio.run(scenario())
+    assert (outcome.stored, outcome.duplicates) == (3, 1)
+    assert list(outcome.refused) == [batch[2]["sessionId"]]
+    assert "out of range" in outcome.refused[batch[2]["sessionId"]]
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "select count(*) from agent_sessions where project_id = %s", (new.project_id,)
+        ).fetchone()[0]
+    assert stored == 3
+
+
+def test_run_starts_the_platform_on_a_project_local_database_and_stops_it(tmp_path):
+    """`bagula run` without BAGULA_DATABASE_URL: own cluster, schema, first key, API;
+    a second start keeps the data and does not mint another key."""
+    import signal
+    import tempfile
+    from pathlib import Path
+
+    from ingest_api.localdb import free_port
+
+    data_dir = Path(tempfile.mkdtemp(prefix="bagula-run-"))
+    data_dir.chmod(0o755)
+    port, db_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k != "BAGULA_DATABASE_URL"}
+    env |= {"BAGULA_DATA_DIR": str(data_dir), "BAGULA_LOCAL_DB_PORT": str(db_port), "BAGULA_API_WORKERS": "1"}
+    base = f"http://127.0.0.1:{port}"
+
+    def start() -> tuple[subprocess.Popen, Path]:
+        log = tmp_path / f"run-{time.monotonic_ns()}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest_api.cli", "run", "--port", str(port)],
+            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        )
+
+        def ready():
+            assert proc.poll() is None, log.read_text()
+            try:
+                return httpx.get(base + "/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait_for(ready)
+        return proc, log
+
+    def stop(proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+    try:
+        proc, log = start()
+        output = log.read_text()
+        key = output.split("shown once): ")[1].split()[0]
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"})
+        assert client.post(INGEST, json={"sessions": make_batch(random.Random(40), 3)}).json()["stored"] == 3
+        stop(proc)
+        cluster = LocalPostgres(data_dir / "postgres", db_port)
+        assert not cluster.running
+
+        proc, log = start()
+        assert "shown once" not in log.read_text()
+        [agent] = client.get("/v1/agents").json()["agents"]
+        assert agent["sessionCount"] == 3
+        stop(proc)
+    finally:
+        LocalPostgres(data_dir / "postgres", db_port).stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
+from typing_extensions import NotRequired, TypedDict
 
 from ingest_api.body import parse_envelope, read_body
 from ingest_api.deps import PoolDep, PrincipalDep, SettingsDep
@@ -16,11 +17,11 @@ from ingest_api.wire import FieldError, Rejection, Session, raw_session_id, vali
 router = APIRouter(tags=["ingest"])
 
 
-class IngestRequest(BaseModel):
+class IngestRequest(TypedDict):
     """The envelope the SDK posts (optionally gzip-compressed)."""
 
     sessions: list[Session]
-    timestamp: float | None = Field(default=None, description="client send time, epoch ms")
+    timestamp: NotRequired[Annotated[float | None, Field(description="client send time, epoch ms")]]
 
 
 class ErrorItem(BaseModel):
@@ -42,7 +43,7 @@ class IngestResult(BaseModel):
 
 def request_body_openapi() -> tuple[dict, dict]:
     """OpenAPI for the body we parse by hand (per-session validation, gzip, size limit)."""
-    schema = IngestRequest.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    schema = TypeAdapter(IngestRequest).json_schema(ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})
     extra = {
         "requestBody": {
@@ -88,11 +89,11 @@ async def ingest_sessions(
     accepted: list[tuple[int, Session]] = []
     rejected: list[Rejection] = []
     for index, raw in enumerate(envelope.sessions):
-        result = validate_session(raw, check_text=envelope.suspicious_text)
-        if isinstance(result, Session):
-            accepted.append((index, result))
+        session, errors = validate_session(raw, check_text=envelope.suspicious_text)
+        if session is not None:
+            accepted.append((index, session))
         else:
-            rejected.append(Rejection(index, raw_session_id(raw), result))
+            rejected.append(Rejection(index, raw_session_id(raw), errors))
 
     stored = duplicates = 0
     if accepted:
@@ -101,9 +102,9 @@ async def ingest_sessions(
             outcome = await session_store.ingest(conn, principal, [s for _, s in accepted])
         stored, duplicates = outcome.stored, outcome.duplicates
         for index, s in accepted:
-            if s.session_id in outcome.refused:
-                message = outcome.refused.pop(s.session_id)
-                rejected.append(Rejection(index, str(s.session_id), [FieldError("", message)]))
+            message = outcome.refused.pop(s["sessionId"], None)
+            if message is not None:
+                rejected.append(Rejection(index, str(s["sessionId"]), [FieldError("", message)]))
         rejected.sort(key=lambda r: r.index)
 
     status = 200

@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 import psycopg
 
+from ingest_api import wire
 from ingest_api.store.keys import Principal
-from ingest_api.wire import Session
+from ingest_api.wire import Session, extras
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MS = timedelta(milliseconds=1)
@@ -77,56 +78,63 @@ class SessionRows:
     llm_calls: list[tuple] = field(default_factory=list)
     tool_calls: list[tuple] = field(default_factory=list)
 
+    def tables(self) -> list[tuple[str, str, list[tuple]]]:
+        """(table, COPY column list, rows) for each raw table."""
+        return [
+            ("agent_sessions", SESSION_COLUMNS, self.sessions),
+            ("session_turns", TURN_COLUMNS, self.turns),
+            ("llm_calls", LLM_COLUMNS, self.llm_calls),
+            ("tool_calls", TOOL_COLUMNS, self.tool_calls),
+        ]
+
     def add(self, principal: Principal, s: Session) -> None:
         project = str(principal.project_id)
-        sid = str(s.session_id)
-        outcome = s.final_outcome.model_dump(by_alias=True, exclude_unset=True) if s.final_outcome else None
+        sid = str(s["sessionId"])
+        parent = s.get("parentSessionId")
         self.sessions.append((
-            project, sid, str(principal.key_id), s.agent_name, s.user_id,
-            str(s.parent_session_id) if s.parent_session_id else None,
-            _ts(s.start_time), _ts(s.end_time), s.initial_request, _json(outcome),
-            _json(s.metadata), s.tags, _json(s.extras),
+            project, sid, str(principal.key_id), s["agentName"], s.get("userId"),
+            str(parent) if parent else None, _ts(s["startTime"]), _ts(s.get("endTime")),
+            s["initialRequest"], _json(s.get("finalOutcome")), _json(s.get("metadata")),
+            s.get("tags"), _json(extras(s, wire.Session)),
         ))
-        for turn in s.turns:
-            response = turn.agent_response
+        for turn in s.get("turns", ()):
+            turn_id = turn["turnId"]
+            response = turn.get("agentResponse")
             stored_response = None
             if response is not None:
-                stored_response = {"message": response.message, **(response.extras or {})}
+                # Tool calls have their own table; the rest of the response stays here.
+                stored_response = {"message": response.get("message"), **(extras(response, wire.AgentResponse) or {})}
             self.turns.append((
-                project, sid, turn.turn_id, turn.turn_number, _ts(turn.timestamp),
+                project, sid, turn_id, turn["turnNumber"], _ts(turn["timestamp"]),
                 # trigger is NOT NULL: a JSON null is kept as the JSON value null
-                orjson.dumps(turn.trigger).decode(), _json(stored_response),
-                _json(turn.user_feedback), _json(turn.extras),
+                orjson.dumps(turn["trigger"]).decode(), _json(stored_response),
+                _json(turn.get("userFeedback")), _json(extras(turn, wire.Turn)),
             ))
-            for position, call in enumerate(turn.llm_calls):
-                m = call.metrics
-                extra = dict(call.extras or {})
-                if m is not None and m.extras:
-                    extra["metrics"] = m.extras
+            for position, call in enumerate(turn.get("llmCalls", ())):
+                m = call.get("metrics") or {}
+                extra = extras(call, wire.LlmCall) or {}
+                metrics_extra = extras(m, wire.LlmMetrics)
+                if metrics_extra:
+                    extra["metrics"] = metrics_extra
                 self.llm_calls.append((
-                    project, sid, turn.turn_id, call.call_id, position, call.provider,
-                    call.model, _ts(call.start_time), _ts(call.end_time),
-                    m and m.tokens_input, m and m.tokens_output, m and m.tokens_total,
-                    m and m.cost_usd, m and m.latency_ms,
-                    _json(call.messages), _json(call.response), _json(extra or None),
+                    project, sid, turn_id, call["callId"], position, call["provider"],
+                    call["model"], _ts(call["startTime"]), _ts(call.get("endTime")),
+                    m.get("tokensInput"), m.get("tokensOutput"), m.get("tokensTotal"),
+                    m.get("costUsd"), m.get("latencyMs"),
+                    _json(call.get("messages")), _json(call.get("response")), _json(extra or None),
                 ))
-            if response is not None:
-                for position, tool in enumerate(response.tool_calls):
-                    self.tool_calls.append((
-                        project, sid, turn.turn_id, tool.tool_id, position, tool.tool_name,
-                        _json(tool.arguments), _ts(tool.start_time), _ts(tool.end_time),
-                        _json(tool.result), tool.error, tool.latency_ms, _json(tool.extras),
-                    ))
+            for position, tool in enumerate((response or {}).get("toolCalls", ())):
+                self.tool_calls.append((
+                    project, sid, turn_id, tool["toolId"], position, tool["toolName"],
+                    _json(tool.get("arguments")), _ts(tool["startTime"]), _ts(tool.get("endTime")),
+                    _json(tool.get("result")), tool.get("error"), tool.get("latencyMs"),
+                    _json(extras(tool, wire.ToolCall)),
+                ))
 
 
 async def copy_rows(cur: psycopg.AsyncCursor, rows: SessionRows) -> None:
     """COPY a batch into the raw tables (the caller holds the transaction)."""
-    for table, columns, data in (
-        ("agent_sessions", SESSION_COLUMNS, rows.sessions),
-        ("session_turns", TURN_COLUMNS, rows.turns),
-        ("llm_calls", LLM_COLUMNS, rows.llm_calls),
-        ("tool_calls", TOOL_COLUMNS, rows.tool_calls),
-    ):
+    for table, columns, data in rows.tables():
         if not data:
             continue
         async with cur.copy(f"copy {table} ({columns}) from stdin") as copy:
@@ -145,11 +153,11 @@ class IngestOutcome:
 async def _write(conn: psycopg.AsyncConnection, principal: Principal, sessions: list[Session]) -> int:
     async with conn.transaction():
         cur = conn.cursor()
-        await cur.execute(CLAIM_SQL, (principal.project_id, [s.session_id for s in sessions]))
+        await cur.execute(CLAIM_SQL, (principal.project_id, [s["sessionId"] for s in sessions]))
         claimed = {row[0] for row in await cur.fetchall()}
         rows = SessionRows()
         for s in sessions:
-            if s.session_id in claimed:
+            if s["sessionId"] in claimed:
                 rows.add(principal, s)
         await copy_rows(cur, rows)
     return len(claimed)
@@ -163,7 +171,7 @@ async def ingest(conn: psycopg.AsyncConnection, principal: Principal, sessions: 
     """
     unique: dict[uuid.UUID, Session] = {}
     for s in sessions:
-        unique.setdefault(s.session_id, s)
+        unique.setdefault(s["sessionId"], s)
     batch = list(unique.values())
     try:
         stored = await _write(conn, principal, batch)
@@ -177,7 +185,7 @@ async def ingest(conn: psycopg.AsyncConnection, principal: Principal, sessions: 
         try:
             outcome.stored += await _write(conn, principal, [s])
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-            outcome.refused[s.session_id] = f"database refused the session: {exc.diag.message_primary}"
+            outcome.refused[s["sessionId"]] = f"database refused the session: {exc.diag.message_primary}"
     outcome.duplicates = len(sessions) - outcome.stored - len(outcome.refused)
     return outcome
 
