@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import random
+import shutil
 import subprocess
 import sys
 import time
