@@ -151,6 +151,28 @@ def run(host: str | None, port: int | None, workers: int | None) -> None:
             local.stop()
 
 
+@main.command("transform", context_settings={"ignore_unknown_options": True},
+              help="Build the marts: `dbt build` with the project's own profile, from BAGULA_DATABASE_URL. "
+                   "Extra arguments go to dbt (e.g. --select fct_sessions+).")
+@click.option("--full-refresh", is_flag=True, help="rebuild every incremental model from scratch")
+@click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
+def transform_command(full_refresh: bool, dbt_args: tuple[str, ...]) -> None:
+    from orchestration.dbt import transform
+
+    if not transform(_database_url(), *dbt_args, full_refresh=full_refresh):
+        raise click.ClickException("dbt build failed (see the output above)")
+
+
+@main.command("dbt", context_settings={"ignore_unknown_options": True},
+              help="Run any dbt command against BAGULA_DATABASE_URL, e.g. `bagula dbt docs generate`.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True)
+def dbt_command(args: tuple[str, ...]) -> None:
+    from orchestration.dbt import run_dbt
+
+    if not run_dbt(_database_url(), *args):
+        raise click.ClickException(f"dbt {' '.join(args)} failed")
+
+
 def _parse_duration(text: str) -> float:
     """'90s', '10m', '2h', '7d' -> seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -50,7 +50,7 @@ def _ts(ms: float | None) -> datetime | None:
     return None if ms is None else EPOCH + ms * MS
 
 
-def _ms(ts: datetime | None) -> int | float | None:
+def epoch_ms(ts: datetime | None) -> int | float | None:
     if ts is None:
         return None
     value = (ts - EPOCH) / MS
@@ -203,7 +203,7 @@ async def list_agents(conn: psycopg.AsyncConnection, project_id: uuid.UUID) -> l
         (project_id,),
     )
     return [
-        {"agentName": name, "sessionCount": count, "firstSeen": _ms(first), "lastSeen": _ms(last)}
+        {"agentName": name, "sessionCount": count, "firstSeen": epoch_ms(first), "lastSeen": epoch_ms(last)}
         for name, count, first, last in await cur.fetchall()
     ]
 
@@ -286,7 +286,7 @@ async def list_sessions(
         {
             "sessionId": str(r[0]), "agentName": r[1], "userId": r[2],
             "parentSessionId": str(r[3]) if r[3] else None,
-            "startTime": _ms(r[4]), "endTime": _ms(r[5]), "status": r[6],
+            "startTime": epoch_ms(r[4]), "endTime": epoch_ms(r[5]), "status": r[6],
             "userSatisfaction": r[7], "confidence": r[8], "tags": r[9],
             "turnCount": r[10], "llmCallCount": r[11], "tokensTotal": r[12],
             "totalCostUsd": _num(r[13]) if r[13] is not None else 0,
@@ -313,7 +313,7 @@ async def get_session(conn: psycopg.AsyncConnection, project_id: uuid.UUID, sess
         return None
     session = {
         "sessionId": str(row[0]), "agentName": row[1], "userId": row[2],
-        "initialRequest": row[3], "startTime": _ms(row[4]), "endTime": _ms(row[5]),
+        "initialRequest": row[3], "startTime": epoch_ms(row[4]), "endTime": epoch_ms(row[5]),
         "metadata": row[6], "tags": row[7],
         "parentSessionId": str(row[8]) if row[8] else None,
         "turns": [], "finalOutcome": row[9], **(row[10] or {}),
@@ -332,7 +332,7 @@ async def get_session(conn: psycopg.AsyncConnection, project_id: uuid.UUID, sess
         if response is not None:
             response = {**response, "toolCalls": []}
         turns[turn_id] = {
-            "turnId": turn_id, "turnNumber": number, "timestamp": _ms(ts), "trigger": trigger,
+            "turnId": turn_id, "turnNumber": number, "timestamp": epoch_ms(ts), "trigger": trigger,
             "llmCalls": [], "agentResponse": response, "userFeedback": feedback, **(extra or {}),
         }
     session["turns"] = list(turns.values())
@@ -353,8 +353,8 @@ async def get_session(conn: psycopg.AsyncConnection, project_id: uuid.UUID, sess
             "costUsd": _num(r[11]), "latencyMs": _num(r[12]), **extra.pop("metrics", {}),
         }
         turns[r[0]]["llmCalls"].append({
-            "callId": r[1], "provider": r[2], "model": r[3], "startTime": _ms(r[4]),
-            "endTime": _ms(r[5]), "messages": r[6], "response": r[7], "metrics": metrics, **extra,
+            "callId": r[1], "provider": r[2], "model": r[3], "startTime": epoch_ms(r[4]),
+            "endTime": epoch_ms(r[5]), "messages": r[6], "response": r[7], "metrics": metrics, **extra,
         })
 
     cur = await conn.execute(
@@ -371,8 +371,8 @@ async def get_session(conn: psycopg.AsyncConnection, project_id: uuid.UUID, sess
         if turn["agentResponse"] is None:
             turn["agentResponse"] = {"message": None, "toolCalls": []}
         turn["agentResponse"]["toolCalls"].append({
-            "toolId": r[1], "toolName": r[2], "arguments": r[3], "startTime": _ms(r[4]),
-            "endTime": _ms(r[5]), "result": r[6], "error": r[7], "latencyMs": _num(r[8]),
+            "toolId": r[1], "toolName": r[2], "arguments": r[3], "startTime": epoch_ms(r[4]),
+            "endTime": epoch_ms(r[5]), "result": r[6], "error": r[7], "latencyMs": _num(r[8]),
             **(r[9] or {}),
         })
     return session

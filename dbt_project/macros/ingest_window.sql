@@ -1,0 +1,83 @@
+{#
+  Incremental reads by ingestion watermark.
+
+  Raw rows carry ingest_txid, the id of the transaction that wrote them. A fact model
+  reads raw rows with lower <= ingest_txid < upper and stamps what it inserts with
+  ingest_batch = upper. Next run, lower is the largest stamp in the model. upper is
+  bagula_ingest_horizon(): every transaction below it has finished, so a batch that
+  committed late is never skipped and nothing is read twice.
+
+  Both bounds are rendered as literals so PostgreSQL can use the BRIN indexes on
+  ingest_txid and push the bounds into grouped views.
+#}
+{% macro ingest_window() %}
+    {%- set lower = 0 -%}
+    {%- set upper = var('ingest_horizon') -%}
+    {%- if execute -%}
+        {%- if is_incremental() -%}
+            {%- set lower = run_query('select coalesce(max(ingest_batch), 0) from ' ~ this).columns[0].values()[0] -%}
+        {%- endif -%}
+        {%- if upper is none -%}
+            {%- set upper = run_query('select bagula_ingest_horizon()').columns[0].values()[0] -%}
+        {%- endif -%}
+    {%- endif -%}
+    {{ return({'lower': lower | int, 'upper': (upper if upper is not none else 0) | int}) }}
+{% endmacro %}
+
+{% macro in_ingest_window(window, column='ingest_txid') -%}
+    {{ column }} >= {{ window.lower }} and {{ column }} < {{ window.upper }}
+{%- endmacro %}
+
+{#
+  Aggregates recompute whole buckets: the buckets touched by fact rows newer than
+  the aggregate's own watermark (all of them on a full refresh). A scalar subquery
+  rather than a literal, so unit tests can stand in a fixture for {{ this }}.
+#}
+{% macro aggregate_watermark() -%}
+    {%- if is_incremental() -%}
+        (select coalesce(max(ingest_batch), -1) from {{ this }})
+    {%- else -%}
+        -1
+    {%- endif -%}
+{%- endmacro %}
+
+{# Interpolated percentile, rounded to the microsecond. #}
+{% macro percentile(fraction, column) -%}
+    round((percentile_cont({{ fraction }}) within group (order by {{ column }}))::numeric, 3)::double precision
+{%- endmacro %}
+
+{# A call's latency: as reported, else from its start and end. #}
+{% macro call_latency_ms(alias=none) -%}
+    {%- set p = (alias ~ '.') if alias else '' -%}
+    coalesce({{ p }}latency_ms, extract(epoch from {{ p }}ended_at - {{ p }}started_at) * 1000)
+{%- endmacro %}
+
+{# The UTC hour or day a timestamp falls in, as timestamptz (independent of the session time zone). #}
+{% macro utc_bucket(unit, column) -%}
+    (date_trunc('{{ unit }}', {{ column }} at time zone 'utc') at time zone 'utc')
+{%- endmacro %}
+
+{#
+  (project_id, agent_name, bucket_start, bucket_end) of every bucket that holds a
+  session newer than the aggregate's watermark: late sessions re-open old buckets.
+#}
+{% macro touched_buckets(unit) -%}
+    select distinct
+        project_id,
+        agent_name,
+        {{ utc_bucket(unit, 'started_at') }} as bucket_start,
+        {{ utc_bucket(unit, 'started_at') }} + interval '1 {{ unit }}' as bucket_end
+    from {{ ref('fct_sessions') }}
+    where ingest_batch > {{ aggregate_watermark() }}
+{%- endmacro %}
+
+{# Rows of a fact model that fall in the touched buckets (by their session's start). #}
+{% macro rows_in_buckets(model, time_column) -%}
+    select facts.*, touched.bucket_start
+    from (select * from {{ model }}) as facts
+    inner join touched
+        on touched.project_id = facts.project_id
+        and touched.agent_name = facts.agent_name
+        and facts.{{ time_column }} >= touched.bucket_start
+        and facts.{{ time_column }} < touched.bucket_end
+{%- endmacro %}

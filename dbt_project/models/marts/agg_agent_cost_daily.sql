@@ -1,0 +1,45 @@
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key=['project_id', 'agent_name', 'provider', 'model', 'day'],
+    indexes=[{'columns': ['ingest_batch']}, {'columns': ['project_id', 'agent_name', 'day']}],
+) }}
+
+-- A session counts in the one hour (and day) it started, so hours add up to days.
+with touched as (
+    select distinct
+        project_id,
+        agent_name,
+        {{ utc_bucket('day', 'hour') }} as day_start
+    from {{ ref('agg_agent_cost_hourly') }}
+    where ingest_batch > {{ aggregate_watermark() }}
+),
+
+hours as (
+    select hourly.*, touched.day_start
+    from (select * from {{ ref('agg_agent_cost_hourly') }}) as hourly
+    inner join touched
+        on touched.project_id = hourly.project_id
+        and touched.agent_name = hourly.agent_name
+        and hourly.hour >= touched.day_start
+        and hourly.hour < touched.day_start + interval '1 day'
+),
+
+aggregated as (
+    select
+        project_id,
+        agent_name,
+        provider,
+        model,
+        (day_start at time zone 'utc')::date as day,
+        sum(sessions) as sessions,
+        sum(llm_calls) as llm_calls,
+        sum(tokens_input) as tokens_input,
+        sum(tokens_output) as tokens_output,
+        sum(cost_usd) as cost_usd,
+        (select max(ingest_batch) from {{ ref('agg_agent_cost_hourly') }}) as ingest_batch
+    from hours
+    group by project_id, agent_name, provider, model, day_start
+)
+
+select * from aggregated

@@ -1,0 +1,51 @@
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key=['project_id', 'session_id', 'call_id'],
+    indexes=[
+        {'columns': ['ingest_batch']},
+        {'columns': ['project_id', 'agent_name', 'session_started_at']},
+        {'columns': ['project_id', 'session_id']},
+    ],
+) }}
+
+{%- set window = ingest_window() %}
+
+with llm_calls as (
+    select * from {{ ref('stg_bagula__llm_calls') }}
+    where {{ in_ingest_window(window) }}
+),
+
+sessions as (
+    select * from {{ ref('stg_bagula__agent_sessions') }}
+    where {{ in_ingest_window(window) }}
+),
+
+joined as (
+    select
+        llm_calls.project_id,
+        llm_calls.session_id,
+        llm_calls.call_id,
+        llm_calls.turn_id,
+        llm_calls.call_position,
+        sessions.agent_name,
+        sessions.started_at as session_started_at,
+        llm_calls.provider,
+        llm_calls.model,
+        llm_calls.started_at,
+        llm_calls.ended_at,
+        llm_calls.tokens_input,
+        llm_calls.tokens_output,
+        coalesce(llm_calls.tokens_total, llm_calls.tokens_input + llm_calls.tokens_output) as tokens_total,
+        llm_calls.cost_usd,
+        {{ call_latency_ms('llm_calls') }}::double precision as latency_ms,
+        llm_calls.ingested_at,
+        {{ window.upper }}::bigint as ingest_batch
+    from llm_calls
+    inner join sessions
+        on sessions.project_id = llm_calls.project_id
+        and sessions.session_id = llm_calls.session_id
+        and sessions.ingest_txid = llm_calls.ingest_txid
+)
+
+select * from joined

@@ -1,0 +1,80 @@
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key=['project_id', 'session_id'],
+    indexes=[
+        {'columns': ['ingest_batch']},
+        {'columns': ['project_id', 'agent_name', 'started_at']},
+        {'columns': ['project_id', 'session_id'], 'unique': true},
+    ],
+) }}
+
+{%- set window = ingest_window() %}
+
+with sessions as (
+    select * from {{ ref('stg_bagula__agent_sessions') }}
+    where {{ in_ingest_window(window) }}
+),
+
+llm as (
+    select * from {{ ref('int_llm_calls__per_session') }}
+    where {{ in_ingest_window(window) }}
+),
+
+tools as (
+    select * from {{ ref('int_tool_calls__per_session') }}
+    where {{ in_ingest_window(window) }}
+),
+
+turns as (
+    select * from {{ ref('int_session_turns__per_session') }}
+    where {{ in_ingest_window(window) }}
+),
+
+joined as (
+    -- A session and its calls are written in one transaction: same ingest_txid.
+    select
+        sessions.session_id,
+        sessions.project_id,
+        sessions.agent_name,
+        sessions.user_id,
+        sessions.parent_session_id,
+        sessions.started_at,
+        sessions.ended_at,
+        (extract(epoch from sessions.ended_at - sessions.started_at) * 1000)::double precision as duration_ms,
+        coalesce(turns.turn_count, 0) as turn_count,
+        coalesce(llm.llm_call_count, 0) as llm_call_count,
+        coalesce(tools.tool_call_count, 0) as tool_call_count,
+        coalesce(tools.tool_error_count, 0) as tool_error_count,
+        coalesce(llm.tokens_input, 0) as tokens_input,
+        coalesce(llm.tokens_output, 0) as tokens_output,
+        coalesce(llm.tokens_total, 0) as tokens_total,
+        coalesce(llm.total_cost_usd, 0) as total_cost_usd,
+        coalesce(llm.llm_latency_ms, 0)::double precision as llm_latency_ms,
+        coalesce(tools.tool_latency_ms, 0)::double precision as tool_latency_ms,
+        coalesce(llm.models, '') as models,
+        coalesce(llm.providers, '') as providers,
+        coalesce(tools.tools_used, '') as tools_used,
+        sessions.status,
+        sessions.status = 'success' as is_success,
+        sessions.user_satisfaction,
+        sessions.confidence,
+        array_to_string(sessions.tags, ',') as tags,
+        sessions.ingested_at,
+        {{ window.upper }}::bigint as ingest_batch
+    from sessions
+    left join llm
+        on llm.project_id = sessions.project_id
+        and llm.session_id = sessions.session_id
+        and llm.ingest_txid = sessions.ingest_txid
+    left join tools
+        on tools.project_id = sessions.project_id
+        and tools.session_id = sessions.session_id
+        and tools.ingest_txid = sessions.ingest_txid
+    left join turns
+        on turns.project_id = sessions.project_id
+        and turns.session_id = sessions.session_id
+        and turns.ingest_txid = sessions.ingest_txid
+)
+
+select * from joined

@@ -1,0 +1,26 @@
+with source as (
+    select * from {{ source('bagula', 'llm_calls') }}
+),
+
+renamed as (
+    select
+        project_id,
+        session_id,
+        turn_id,
+        call_id,
+        position as call_position,
+        provider,
+        model,
+        start_time as started_at,
+        end_time as ended_at,
+        tokens_input,
+        tokens_output,
+        tokens_total,
+        cost_usd,
+        latency_ms,
+        ingest_txid,
+        ingested_at
+    from source
+)
+
+select * from renamed

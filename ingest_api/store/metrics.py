@@ -1,0 +1,71 @@
+"""Agent metrics, read from the dbt marts (never from the raw tables)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import psycopg
+
+from ingest_api.store.sessions import epoch_ms
+
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+
+
+class MartsMissing(Exception):
+    """The marts have not been built yet (`bagula transform`)."""
+
+
+async def agent_metrics(conn: psycopg.AsyncConnection, project_id: uuid.UUID, agent_name: str, window: str) -> dict:
+    params = {"project": project_id, "agent": agent_name, "window": WINDOWS[window]}
+    try:
+        cur = await conn.execute(
+            """
+            select count(*),
+                   avg(case when is_success then 1.0 else 0.0 end)::double precision,
+                   avg(total_cost_usd)::double precision,
+                   coalesce(sum(total_cost_usd), 0)::double precision,
+                   avg(duration_ms)::double precision,
+                   (percentile_cont(0.95) within group (order by duration_ms))::double precision,
+                   avg(user_satisfaction)::double precision,
+                   now() - %(window)s, now()
+            from marts.fct_sessions
+            where project_id = %(project)s and agent_name = %(agent)s
+              and started_at >= now() - %(window)s
+            """,
+            params,
+        )
+        sessions, success, avg_cost, total_cost, avg_latency, p95_latency, satisfaction, since, until = (
+            await cur.fetchone()
+        )
+        cur = await conn.execute(
+            """
+            select model, provider, count(*), coalesce(sum(cost_usd), 0)::double precision
+            from marts.fct_llm_calls
+            where project_id = %(project)s and agent_name = %(agent)s
+              and session_started_at >= now() - %(window)s
+            group by model, provider
+            order by 4 desc, model
+            """,
+            params,
+        )
+        by_model = [
+            {"model": model, "provider": provider, "llmCalls": calls, "costUsd": cost}
+            for model, provider, calls, cost in await cur.fetchall()
+        ]
+    except psycopg.errors.UndefinedTable:
+        raise MartsMissing() from None
+    return {
+        "agentName": agent_name,
+        "window": window,
+        "from": epoch_ms(since),
+        "to": epoch_ms(until),
+        "totalSessions": sessions,
+        "successRate": success,
+        "avgCostUsd": avg_cost,
+        "totalCostUsd": total_cost,
+        "avgLatencyMs": avg_latency,
+        "p95LatencyMs": p95_latency,
+        "avgSatisfaction": satisfaction,
+        "costByModel": by_model,
+    }

@@ -1,0 +1,1 @@
+"""Running the analytics (dbt) and, later, detection around the raw tables."""

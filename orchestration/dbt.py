@@ -1,0 +1,68 @@
+"""dbt, configured from BAGULA_DATABASE_URL alone: the project ships its own profile."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
+
+
+def dbt_project_dir() -> Path:
+    return Path(os.environ.get("BAGULA_DBT_PROJECT_DIR", DBT_PROJECT_DIR))
+
+
+def dbt_env(database_url: str) -> dict[str, str]:
+    """The variables dbt_project/profiles.yml reads, from a postgresql:// URL."""
+    parts = urlsplit(database_url)
+    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+        raise ValueError(f"not a PostgreSQL URL: {parts.scheme}://…")
+    return {
+        "BAGULA_DBT_HOST": parts.hostname or "localhost",
+        "BAGULA_DBT_PORT": str(parts.port or 5432),
+        "BAGULA_DBT_USER": unquote(parts.username or ""),
+        "BAGULA_DBT_PASSWORD": unquote(parts.password or ""),
+        "BAGULA_DBT_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
+    }
+
+
+def ingest_horizon(database_url: str) -> int:
+    """One upper bound for every model of a run (see dbt_project/macros/ingest_window.sql)."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("select bagula_ingest_horizon()").fetchone()[0]
+
+
+def dbt_args(*args: str) -> list[str]:
+    """A dbt command line (``build --select x``) pointed at our project and its profile."""
+    project = str(dbt_project_dir())
+    return [*args, "--project-dir", project, "--profiles-dir", project]
+
+
+def run_dbt(database_url: str, *args: str) -> bool:
+    """Invoke dbt in this process; True when every node succeeded."""
+    from dbt.cli.main import dbtRunner
+
+    os.environ.update(dbt_env(database_url))
+    result = dbtRunner().invoke(dbt_args(*args))
+    return bool(result.success)
+
+
+def marts_exist(database_url: str) -> bool:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("select to_regclass('marts.agg_agent_health_hourly') is not null").fetchone()[0]
+
+
+def transform(database_url: str, *extra: str, full_refresh: bool = False) -> bool:
+    """`dbt build` of every model and test, incremental unless ``full_refresh``."""
+    # Unit tests of incremental models read the columns of the existing model; on a
+    # new database create the relations, empty, first.
+    if not marts_exist(database_url) and not run_dbt(database_url, "run", "--empty"):
+        return False
+    args = ["--vars", json.dumps({"ingest_horizon": ingest_horizon(database_url)}), *extra]
+    if full_refresh:
+        args.append("--full-refresh")
+    return run_dbt(database_url, "build", *args)
