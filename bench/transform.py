@@ -40,11 +40,11 @@ SESSIONS_PER_DAY = 1330  # the three simulated agents at scale 1
 
 def simulated(count: int, start_ms: float, seed: int) -> list[dict]:
     days = count / SESSIONS_PER_DAY * 1.1
-    produced = generate(["support", "research", "pipeline"], start_ms, start_ms + days * DAY, seed=seed)
-    sessions = [p.session for p in produced][:count]
-    if len(sessions) < count:
-        raise RuntimeError("generated too few sessions")
-    return sessions
+    while True:  # traffic follows the time of day: widen the range until it holds enough
+        produced = generate(["support", "research", "pipeline"], start_ms, start_ms + days * DAY, seed=seed)
+        if len(produced) >= count:
+            return [p.session for p in produced][:count]
+        days *= 1.5
 
 
 async def load(url: str, principal: Principal, sessions: list[dict]) -> None:

@@ -131,6 +131,7 @@ def run(host: str | None, port: int | None, workers: int | None) -> None:
         "Bagula is starting:",
         f"  API              {base}",
         f"  API docs         {base}/docs",
+        f"  marts            schema marts, rebuilt every {settings.transform_interval_s:g} s (bagula transform)",
         f"  database         {url.split('@')[-1]}" + (" (project-local)" if local else ""),
     ]
     if first_key:
@@ -143,8 +144,12 @@ def run(host: str | None, port: int | None, workers: int | None) -> None:
         sys.executable, "-m", "ingest_api.cli", "api", "--host", host, "--port", str(port),
         "--workers", str(workers or settings.api_workers),
     ]
+    # Keeps the marts (and GET /v1/agents/{name}/metrics) fresh.
+    transform_command = [
+        sys.executable, "-m", "ingest_api.cli", "transform", "--every", str(settings.transform_interval_s), "--quiet",
+    ]
     try:
-        supervise([api_command])
+        supervise([api_command, transform_command])
     finally:
         if local is not None:
             click.echo("stopping the project-local PostgreSQL", err=True)
@@ -155,12 +160,23 @@ def run(host: str | None, port: int | None, workers: int | None) -> None:
               help="Build the marts: `dbt build` with the project's own profile, from BAGULA_DATABASE_URL. "
                    "Extra arguments go to dbt (e.g. --select fct_sessions+).")
 @click.option("--full-refresh", is_flag=True, help="rebuild every incremental model from scratch")
+@click.option("--every", type=float, default=None, help="keep running: build again every this many seconds")
 @click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
-def transform_command(full_refresh: bool, dbt_args: tuple[str, ...]) -> None:
+def transform_command(full_refresh: bool, every: float | None, dbt_args: tuple[str, ...]) -> None:
     from orchestration.dbt import transform
 
-    if not transform(_database_url(), *dbt_args, full_refresh=full_refresh):
-        raise click.ClickException("dbt build failed (see the output above)")
+    url = _database_url()
+    while True:
+        ok = transform(url, *dbt_args, full_refresh=full_refresh)
+        if every is None:
+            if not ok:
+                raise click.ClickException("dbt build failed (see the output above)")
+            return
+        # Periodic mode keeps going: the next run picks up where this one stopped.
+        if not ok:
+            click.echo("dbt build failed; retrying at the next interval", err=True)
+        full_refresh = False
+        time.sleep(every)
 
 
 @main.command("dbt", context_settings={"ignore_unknown_options": True},

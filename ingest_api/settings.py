@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     # Server processes; validation is CPU-bound, so one per core.
     api_workers: int = Field(default=2, gt=0)
 
+    # The dbt project; default: dbt_project/ beside the source tree.
+    dbt_project_dir: Path | None = None
+    # How often `bagula run` rebuilds the marts.
+    transform_interval_s: float = Field(default=60.0, gt=0)
+
     # Whole-request limits on POST /v1/sessions/ingest.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_batch_sessions: int = Field(default=1000, gt=0)

@@ -9,11 +9,13 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 
+from ingest_api.settings import get_settings
+
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 
 
 def dbt_project_dir() -> Path:
-    return Path(os.environ.get("BAGULA_DBT_PROJECT_DIR", DBT_PROJECT_DIR))
+    return get_settings().dbt_project_dir or DBT_PROJECT_DIR
 
 
 def dbt_env(database_url: str) -> dict[str, str]:
@@ -62,7 +64,9 @@ def transform(database_url: str, *extra: str, full_refresh: bool = False) -> boo
     # new database create the relations, empty, first.
     if not marts_exist(database_url) and not run_dbt(database_url, "run", "--empty"):
         return False
-    args = ["--vars", json.dumps({"ingest_horizon": ingest_horizon(database_url)}), *extra]
+    horizon = ingest_horizon(database_url)
+    # Rows this run writes carry ingest_batch = horizon: test those (see dbt_project.yml).
+    args = ["--vars", json.dumps({"ingest_horizon": horizon, "test_from_batch": horizon}), *extra]
     if full_refresh:
         args.append("--full-refresh")
     return run_dbt(database_url, "build", *args)

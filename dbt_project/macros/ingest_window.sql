@@ -30,12 +30,17 @@
 
 {#
   Aggregates recompute whole buckets: the buckets touched by fact rows newer than
-  the aggregate's own watermark (all of them on a full refresh). A scalar subquery
-  rather than a literal, so unit tests can stand in a fixture for {{ this }}.
+  the aggregate's own watermark (all of them on a full refresh). A literal, so the
+  planner sees how few rows are new; in unit tests, where {{ this }} is a fixture
+  (a CTE name, not a relation), a scalar subquery over that fixture.
 #}
 {% macro aggregate_watermark() -%}
-    {%- if is_incremental() -%}
+    {%- if not is_incremental() -%}
+        -1
+    {%- elif this is string -%}
         (select coalesce(max(ingest_batch), -1) from {{ this }})
+    {%- elif execute -%}
+        {{ run_query('select coalesce(max(ingest_batch), -1) from ' ~ this).columns[0].values()[0] | int }}
     {%- else -%}
         -1
     {%- endif -%}
@@ -71,13 +76,19 @@
     where ingest_batch > {{ aggregate_watermark() }}
 {%- endmacro %}
 
-{# Rows of a fact model that fall in the touched buckets (by their session's start). #}
-{% macro rows_in_buckets(model, time_column) -%}
+{#
+  Rows of a fact model that fall in the touched buckets (by their session's start).
+  The bucket equality lets a full build hash-join in one pass; the range lets an
+  incremental build read just the touched buckets through the
+  (project_id, agent_name, time) index.
+#}
+{% macro rows_in_buckets(model, time_column, unit) -%}
     select facts.*, touched.bucket_start
-    from (select * from {{ model }}) as facts
-    inner join touched
-        on touched.project_id = facts.project_id
-        and touched.agent_name = facts.agent_name
+    from touched
+    inner join (select * from {{ model }}) as facts
+        on facts.project_id = touched.project_id
+        and facts.agent_name = touched.agent_name
+        and {{ utc_bucket(unit, 'facts.' ~ time_column) }} = touched.bucket_start
         and facts.{{ time_column }} >= touched.bucket_start
         and facts.{{ time_column }} < touched.bucket_end
 {%- endmacro %}

@@ -17,10 +17,11 @@ with touched as (
 
 hours as (
     select hourly.*, touched.day_start
-    from (select * from {{ ref('agg_agent_cost_hourly') }}) as hourly
-    inner join touched
-        on touched.project_id = hourly.project_id
-        and touched.agent_name = hourly.agent_name
+    from touched
+    inner join (select * from {{ ref('agg_agent_cost_hourly') }}) as hourly
+        on hourly.project_id = touched.project_id
+        and hourly.agent_name = touched.agent_name
+        and {{ utc_bucket('day', 'hourly.hour') }} = touched.day_start
         and hourly.hour >= touched.day_start
         and hourly.hour < touched.day_start + interval '1 day'
 ),

@@ -10,15 +10,15 @@ with touched as (
 ),
 
 sessions as (
-    {{ rows_in_buckets(ref('fct_sessions'), 'started_at') }}
+    {{ rows_in_buckets(ref('fct_sessions'), 'started_at', 'hour') }}
 ),
 
 llm_calls as (
-    {{ rows_in_buckets(ref('fct_llm_calls'), 'session_started_at') }}
+    {{ rows_in_buckets(ref('fct_llm_calls'), 'session_started_at', 'hour') }}
 ),
 
 tool_calls as (
-    {{ rows_in_buckets(ref('fct_tool_calls'), 'session_started_at') }}
+    {{ rows_in_buckets(ref('fct_tool_calls'), 'session_started_at', 'hour') }}
 ),
 
 session_stats as (
