@@ -1,6 +1,10 @@
+{#- New ingest_txid values lie beyond the column statistics, so the planner guesses
+    one row per side and nests BRIN scans (seconds per run, growing with history).
+    Hash joins read each side of the window once. #}
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
+    pre_hook="set local enable_nestloop = off",
     unique_key=['project_id', 'session_id'],
     indexes=[
         {'columns': ['ingest_batch']},
