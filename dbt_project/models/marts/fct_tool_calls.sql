@@ -1,10 +1,12 @@
 {#- New ingest_txid values lie beyond the column statistics, so the planner guesses
     one row per side and nests BRIN scans (seconds per run, growing with history).
-    Hash joins read each side of the window once. #}
+    Hash joins read each side of the window once. The analyze afterwards gives the
+    aggregates and tests downstream statistics that include the rows just added. #}
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     pre_hook="set local enable_nestloop = off",
+    post_hook="analyze {{ this }}",
     unique_key=['project_id', 'session_id', 'tool_id'],
     indexes=[
         {'columns': ['ingest_batch']},
