@@ -5,6 +5,8 @@
     indexes=[{'columns': ['ingest_batch']}, {'columns': ['project_id', 'agent_name', 'hour']}],
 ) }}
 
+-- The stats are joined after aggregating; materialized, each is computed once
+-- even when the planner misjudges their size and picks a nested loop.
 with touched as (
     {{ touched_buckets('hour') }}
 ),
@@ -21,7 +23,7 @@ tool_calls as (
     {{ rows_in_buckets(ref('fct_tool_calls'), 'session_started_at', 'hour') }}
 ),
 
-session_stats as (
+session_stats as materialized (
     select
         project_id,
         agent_name,
@@ -34,7 +36,7 @@ session_stats as (
     group by project_id, agent_name, bucket_start
 ),
 
-llm_stats as (
+llm_stats as materialized (
     select
         project_id,
         agent_name,
@@ -47,7 +49,7 @@ llm_stats as (
     group by project_id, agent_name, bucket_start
 ),
 
-tool_stats as (
+tool_stats as materialized (
     select
         project_id,
         agent_name,

@@ -18,13 +18,13 @@ tool_calls as (
     {{ rows_in_buckets(ref('fct_tool_calls'), 'session_started_at', 'day') }}
 ),
 
-sessions_per_day as (
+sessions_per_day as materialized (
     select project_id, agent_name, bucket_start, count(*) as agent_sessions
     from sessions
     group by project_id, agent_name, bucket_start
 ),
 
-per_tool as (
+per_tool as materialized (
     select
         project_id,
         agent_name,
