@@ -78,17 +78,21 @@
 
 {#
   Rows of a fact model that fall in the touched buckets (by their session's start).
-  The bucket equality lets a full build hash-join in one pass; the range lets an
-  incremental build read just the touched buckets through the
-  (project_id, agent_name, time) index.
+  A LATERAL subquery behind OFFSET 0 (a planning fence): one range scan of the
+  (project_id, agent_name, time) index per touched bucket, so the work follows the
+  rows in those buckets, whether that is one hour or the whole history. Unfenced,
+  the planner flattens it into a join that compares every row with every bucket.
 #}
-{% macro rows_in_buckets(model, time_column, unit) -%}
+{% macro rows_in_buckets(model, time_column) -%}
     select facts.*, touched.bucket_start
     from touched
-    inner join (select * from {{ model }}) as facts
-        on facts.project_id = touched.project_id
-        and facts.agent_name = touched.agent_name
-        and {{ utc_bucket(unit, 'facts.' ~ time_column) }} = touched.bucket_start
-        and facts.{{ time_column }} >= touched.bucket_start
-        and facts.{{ time_column }} < touched.bucket_end
+    cross join lateral (
+        select *
+        from (select * from {{ model }}) as candidates
+        where candidates.project_id = touched.project_id
+            and candidates.agent_name = touched.agent_name
+            and candidates.{{ time_column }} >= touched.bucket_start
+            and candidates.{{ time_column }} < touched.bucket_end
+        offset 0
+    ) as facts
 {%- endmacro %}

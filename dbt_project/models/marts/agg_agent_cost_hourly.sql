@@ -10,7 +10,7 @@ with touched as (
 ),
 
 calls as (
-    {{ rows_in_buckets(ref('fct_llm_calls'), 'session_started_at', 'hour') }}
+    {{ rows_in_buckets(ref('fct_llm_calls'), 'session_started_at') }}
 ),
 
 aggregated as (

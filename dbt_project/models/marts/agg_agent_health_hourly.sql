@@ -10,7 +10,7 @@ with touched as (
 ),
 
 sessions as (
-    {{ rows_in_buckets(ref('fct_sessions'), 'started_at', 'hour') }}
+    {{ rows_in_buckets(ref('fct_sessions'), 'started_at') }}
 ),
 
 aggregated as (

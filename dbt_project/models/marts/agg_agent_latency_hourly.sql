@@ -12,15 +12,15 @@ with touched as (
 ),
 
 sessions as (
-    {{ rows_in_buckets(ref('fct_sessions'), 'started_at', 'hour') }}
+    {{ rows_in_buckets(ref('fct_sessions'), 'started_at') }}
 ),
 
 llm_calls as (
-    {{ rows_in_buckets(ref('fct_llm_calls'), 'session_started_at', 'hour') }}
+    {{ rows_in_buckets(ref('fct_llm_calls'), 'session_started_at') }}
 ),
 
 tool_calls as (
-    {{ rows_in_buckets(ref('fct_tool_calls'), 'session_started_at', 'hour') }}
+    {{ rows_in_buckets(ref('fct_tool_calls'), 'session_started_at') }}
 ),
 
 session_stats as materialized (

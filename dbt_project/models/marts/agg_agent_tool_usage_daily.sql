@@ -11,11 +11,11 @@ with touched as (
 ),
 
 sessions as (
-    {{ rows_in_buckets(ref('fct_sessions'), 'started_at', 'day') }}
+    {{ rows_in_buckets(ref('fct_sessions'), 'started_at') }}
 ),
 
 tool_calls as (
-    {{ rows_in_buckets(ref('fct_tool_calls'), 'session_started_at', 'day') }}
+    {{ rows_in_buckets(ref('fct_tool_calls'), 'session_started_at') }}
 ),
 
 sessions_per_day as materialized (
