@@ -42,6 +42,21 @@ class Settings(BaseSettings):
     # auto: hypertables when the timescaledb extension is installable; off: plain tables.
     timescaledb: str = Field(default="auto", pattern="^(auto|off)$")
 
+    # Detection and alerts (Dagster). Critical verdicts are posted, once each, to this
+    # Slack-compatible webhook; unset: alerts are kept (status pending) but not sent.
+    alert_webhook_url: str | None = None
+    alert_timeout_s: float = Field(default=10.0, gt=0)
+    # Attempts per delivery pass; what is still undelivered is retried by the next run.
+    alert_attempts: int = Field(default=4, gt=0)
+    # Dagster's home (dagster.yaml); default: <data_dir>/dagster.
+    dagster_home: Path | None = None
+    dagster_port: int = 3000
+    # How often the sensor looks for newly ingested sessions.
+    sensor_interval_s: int = Field(default=10, gt=0)
+
+    # Superset (issue 6): settings of the dashboards live in this block.
+    superset_port: int = 8088
+
     def require_database_url(self) -> str:
         if not self.database_url:
             raise RuntimeError(
