@@ -311,5 +311,9 @@ def supervise(commands: list[list[str]]) -> None:
                 child.kill()
 
 
+from ingest_api.superset_cli import superset_group  # noqa: E402  (registered last: its own module)
+
+main.add_command(superset_group)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,1 @@
+"""Detection logic: pure functions over polars frames (no database, no clock)."""
