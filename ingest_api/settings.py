@@ -51,8 +51,6 @@ class Settings(BaseSettings):
     # Dagster's home (dagster.yaml); default: <data_dir>/dagster.
     dagster_home: Path | None = None
     dagster_port: int = 3000
-    # How often the sensor looks for newly ingested sessions.
-    sensor_interval_s: int = Field(default=10, gt=0)
 
     # Superset (issue 6): settings of the dashboards live in this block.
     superset_port: int = 8088

@@ -41,18 +41,18 @@ def ingest_horizon(database_url: str) -> int:
         return conn.execute("select bagula_ingest_horizon()").fetchone()[0]
 
 
-def dbt_args(*args: str) -> list[str]:
+def dbt_args(*args: str, project_dir: Path | None = None) -> list[str]:
     """A dbt command line (``build --select x``) pointed at our project and its profile."""
-    project = str(dbt_project_dir())
+    project = str(project_dir or dbt_project_dir())
     return [*args, "--project-dir", project, "--profiles-dir", project]
 
 
-def run_dbt(database_url: str, *args: str) -> bool:
+def run_dbt(database_url: str, *args: str, project_dir: Path | None = None) -> bool:
     """Invoke dbt in this process; True when every node succeeded."""
     from dbt.cli.main import dbtRunner
 
     os.environ.update(dbt_env(database_url))
-    result = dbtRunner().invoke(dbt_args(*args))
+    result = dbtRunner().invoke(dbt_args(*args, project_dir=project_dir))
     return bool(result.success)
 
 
@@ -69,17 +69,37 @@ def marts_exist(database_url: str) -> bool:
         return conn.execute("select to_regclass('marts.agg_agent_health_hourly') is not null").fetchone()[0]
 
 
-def transform(database_url: str, *extra: str, full_refresh: bool = False) -> bool:
-    """`dbt build` of every model and test, incremental unless ``full_refresh``."""
-    # Unit tests of incremental models read the columns of the existing model; on a
-    # new database create the relations, empty, first.
-    if not marts_exist(database_url) and not run_dbt(database_url, "run", "--empty"):
-        return False
-    horizon = ingest_horizon(database_url)
+def prepare_marts(database_url: str) -> bool:
+    """Unit tests of incremental models read the columns of the existing model; on a
+    new database create the relations, empty, first."""
+    return marts_exist(database_url) or run_dbt(database_url, "run", "--empty")
+
+
+def build_vars(database_url: str, horizon: int | None = None, full_refresh: bool = False) -> dict[str, int]:
+    """The variables of one incremental build up to ``horizon`` (default: now's)."""
+    if horizon is None:
+        horizon = ingest_horizon(database_url)
     # Test what this run reads and writes, not the history (see dbt_project.yml): raw
     # rows from the previous horizon on, mart rows stamped with this one.
     previous = 0 if full_refresh else previous_horizon(database_url)
-    test_vars = {"ingest_horizon": horizon, "test_from_batch": horizon, "test_from_txid": previous}
+    return {"ingest_horizon": horizon, "test_from_batch": horizon, "test_from_txid": previous}
+
+
+def ensure_manifest() -> Path:
+    """dbt's manifest, which Dagster reads to know the models; parsed once if missing.
+    Parsing never connects, so placeholder connection settings do."""
+    manifest = DBT_PROJECT_DIR / "target" / "manifest.json"
+    if not manifest.exists() and not run_dbt("postgresql://parse@localhost/parse", "parse", "--quiet",
+                                             project_dir=DBT_PROJECT_DIR):
+        raise RuntimeError("dbt parse failed: cannot load the dbt project")
+    return manifest
+
+
+def transform(database_url: str, *extra: str, full_refresh: bool = False) -> bool:
+    """`dbt build` of every model and test, incremental unless ``full_refresh``."""
+    if not prepare_marts(database_url):
+        return False
+    test_vars = build_vars(database_url, full_refresh=full_refresh)
     args = ["--vars", json.dumps(test_vars), *extra]
     if full_refresh:
         args.append("--full-refresh")

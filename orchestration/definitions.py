@@ -1,0 +1,16 @@
+"""The Dagster code location: `dagster dev -m orchestration.definitions`."""
+
+from dagster import Definitions
+
+from orchestration.assets import alert_deliveries, bagula_dbt_models, detection
+from orchestration.resources import resources
+from orchestration.sensors import make_sensors
+
+# The sensor's interval is a deployment choice, read by Dagster only when it evaluates.
+SENSOR_INTERVAL_S = 10
+
+defs = Definitions(
+    assets=[bagula_dbt_models, detection, alert_deliveries],
+    sensors=make_sensors(SENSOR_INTERVAL_S),
+    resources=resources(),
+)

@@ -1,0 +1,148 @@
+"""Detection for whole days: reads frames from the store, asks ``ml`` for verdicts,
+writes them back. No Dagster here, so the CLI, the assets and tests share it.
+
+A verdict depends only on sessions that started before the judged one (``ml``
+guarantees that for a frame), on the agent's baseline when its window ended
+before the session, and on a model trained on the days before the session's day
+and stored the first time it is needed. So rerunning a day finds what the live
+run found, and the verdicts' unique keys make the rerun add nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import polars as pl
+import psycopg
+
+from ingest_api.store import detection as store
+from ml import anomaly, baseline, forest, regression
+from orchestration.partitions import day_start
+
+# Child sessions of a day's last sessions may start just after midnight.
+CHILD_SLACK = timedelta(hours=1)
+# How much of an agent's early history the first stable window is looked for in.
+BASELINE_SEARCH = timedelta(days=7)
+FOREST = "isolation_forest"
+VERDICT_COLUMNS = ["session_id", "agent_name", "anomaly_type", "severity", "score", "explanation", "details",
+                   "model_version"]
+
+
+@dataclass
+class DetectionSummary:
+    days: list[str] = field(default_factory=list)
+    judged_sessions: int = 0
+    new_anomalies: Counter = field(default_factory=Counter)
+    new_regressions: Counter = field(default_factory=Counter)
+    new_alerts: int = 0
+    baselines_created: list[str] = field(default_factory=list)
+    models_trained: list[str] = field(default_factory=list)
+
+    def as_metadata(self) -> dict[str, object]:
+        return {
+            "days": ", ".join(self.days),
+            "judged_sessions": self.judged_sessions,
+            "new_anomalies": sum(self.new_anomalies.values()),
+            "new_anomalies_by_type": dict(sorted(self.new_anomalies.items())),
+            "new_regressions": sum(self.new_regressions.values()),
+            "new_regressions_by_severity": dict(sorted(self.new_regressions.items())),
+            "new_alerts": self.new_alerts,
+            "baselines_created": ", ".join(self.baselines_created) or "none",
+            "models_trained": len(self.models_trained),
+        }
+
+
+def detect_days(conn: psycopg.Connection, days: list[date], only_batch: int | None = None,
+                log=None) -> DetectionSummary:
+    """Judge the sessions that started on ``days`` (all of them, or only those the
+    marts added in the build stamped ``only_batch``)."""
+    summary = DetectionSummary(days=[d.isoformat() for d in days])
+    if not days or not store.marts_ready(conn):
+        return summary
+    first, last = day_start(min(days)), day_start(max(days)) + timedelta(days=1)
+    for project_id in store.projects_with_sessions(conn, first, last):
+        frame = store.session_frame(conn, project_id, first - anomaly.HISTORY, last + CHILD_SLACK)
+        _ensure_auto_baselines(conn, project_id, frame, last, summary)
+        baselines = store.active_baselines(conn, project_id)
+        for day in sorted(days):
+            _detect_day(conn, project_id, frame, day, baselines, only_batch, summary)
+    if log is not None:
+        log(f"detection: {summary.as_metadata()}")
+    return summary
+
+
+def _ensure_auto_baselines(conn: psycopg.Connection, project_id: str, frame: pl.DataFrame, until: datetime,
+                           summary: DetectionSummary) -> None:
+    """The first stable window of each agent's history, found once and kept."""
+    firsts = store.agent_first_sessions(conn, project_id)
+    for agent in sorted(frame.get_column("agent_name").unique().to_list()):
+        if store.has_auto_baseline(conn, project_id, agent) or agent not in firsts:
+            continue
+        history = store.session_frame(conn, project_id, firsts[agent], min(until, firsts[agent] + BASELINE_SEARCH),
+                                      agent_name=agent).drop("ingest_batch")
+        window = baseline.find_stable_window(history)
+        if window is None:
+            continue
+        start, end = window
+        in_window = history.filter((pl.col("started_at") >= start) & (pl.col("started_at") < end))
+        saved = store.save_baseline(conn, project_id, agent, "auto", start, end, in_window.height,
+                                    baseline.summarize(in_window))
+        if saved is not None:
+            summary.baselines_created.append(agent)
+
+
+def _detect_day(conn: psycopg.Connection, project_id: str, frame: pl.DataFrame, day: date,
+                baselines: dict[str, store.Baseline], only_batch: int | None, summary: DetectionSummary) -> None:
+    start = day_start(day)
+    end = start + timedelta(days=1)
+    history = frame.filter(pl.col("started_at") < end + CHILD_SLACK)
+    todays = frame.filter((pl.col("started_at") >= start) & (pl.col("started_at") < end))
+    judged = todays if only_batch is None else todays.filter(pl.col("ingest_batch") == only_batch)
+    if judged.is_empty():
+        return
+    summary.judged_sessions += judged.height
+    judged_ids = judged.select("session_id")
+    started = judged.select("session_id", pl.col("started_at").alias("session_started_at"))
+
+    # Rules and failure modes, against each agent's own history (and baseline, when
+    # its window closed before this day).
+    usable = {agent: b.metrics for agent, b in baselines.items() if b.window_end <= start}
+    verdicts = [anomaly.detect(history.drop("ingest_batch"), day_start=start, day_end=end, baselines=usable)
+                .join(judged_ids, on="session_id", how="semi")
+                .with_columns(pl.lit(None, dtype=pl.Utf8).alias("model_version"))]
+
+    # The forest of each agent, trained on the days before this one, stored once.
+    for agent in sorted(judged.get_column("agent_name").unique().to_list()):
+        model = store.load_model(conn, project_id, agent, FOREST, day)
+        if model is None:
+            trained = forest.train(history.filter((pl.col("agent_name") == agent) & (pl.col("started_at") < start))
+                                   .drop("ingest_batch"), agent_name=agent, day_start=start)
+            if trained is None:
+                continue
+            model = store.save_model(conn, project_id, agent, FOREST, day, trained)
+            summary.models_trained.append(model.version)
+        verdicts.append(forest.score(model, judged.filter(pl.col("agent_name") == agent).drop("ingest_batch")))
+
+    found = [v.select(VERDICT_COLUMNS) for v in verdicts if not v.is_empty()]
+    if found:
+        anomalies = pl.concat(found, how="vertical")
+        anomalies = anomalies.join(started, on="session_id")
+        new, alerts = store.write_anomalies(conn, project_id, anomalies)
+        summary.new_alerts += alerts
+        summary.new_anomalies.update(new)
+
+    # Regressions against the active baseline, for sessions after its window.
+    for agent, base in sorted(baselines.items()):
+        sessions = judged.filter((pl.col("agent_name") == agent) & (pl.col("started_at") >= base.window_end))
+        if sessions.is_empty():
+            continue
+        found = regression.compare(sessions.drop("ingest_batch"), base.metrics)
+        if found.is_empty():
+            continue
+        found = found.join(started, on="session_id").with_columns(
+            pl.lit(str(base.baseline_id)).alias("baseline_id"))
+        new, alerts = store.write_regressions(conn, project_id, found)
+        summary.new_alerts += alerts
+        summary.new_regressions.update(new)

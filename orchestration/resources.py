@@ -1,0 +1,40 @@
+"""Dagster resources: the database and dbt, configured from the environment at run time."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import psycopg
+from dagster import ConfigurableResource, EnvVar
+from dagster_dbt import DbtCliResource
+
+from orchestration.dbt import DBT_PROJECT_DIR, dbt_env
+
+
+class BagulaDatabase(ConfigurableResource):
+    """The platform's PostgreSQL (raw tables, marts, verdicts)."""
+
+    database_url: str
+
+    def connect(self) -> psycopg.Connection:
+        # Autocommit: each store call that writes opens its own transaction.
+        return psycopg.connect(self.database_url, autocommit=True)
+
+    def dbt_env(self) -> dict[str, str]:
+        return dbt_env(self.database_url)
+
+
+def dbt_executable() -> str:
+    # The dbt installed beside this Python: the daemon's PATH need not include the venv.
+    candidate = Path(sys.executable).parent / "dbt"
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+def resources() -> dict[str, object]:
+    # The dbt project beside the code: its manifest is what the definitions are built from.
+    project = str(DBT_PROJECT_DIR)
+    return {
+        "database": BagulaDatabase(database_url=EnvVar("BAGULA_DATABASE_URL")),
+        "dbt": DbtCliResource(project_dir=project, profiles_dir=project, dbt_executable=dbt_executable()),
+    }

@@ -1,0 +1,96 @@
+"""Sensors: newly ingested sessions (by the ingestion watermark), and undelivered alerts."""
+
+
+from datetime import datetime, timezone
+
+from dagster import (
+    AssetSelection,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from ingest_api.settings import get_settings
+from ingest_api.store import detection as store
+from orchestration.partitions import FROM_HORIZON_TAG, HORIZON_TAG, clip_days
+from orchestration.resources import BagulaDatabase
+
+NEW_SESSIONS = "new_sessions"
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+             DagsterRunStatus.STARTED]
+
+
+def _busy(context: SensorEvaluationContext, sensor_name: str) -> bool:
+    runs = context.instance.get_runs(
+        filters=RunsFilter(statuses=IN_FLIGHT, tags={"dagster/sensor_name": sensor_name}), limit=1)
+    return bool(runs)
+
+
+def plan_run(database: BagulaDatabase, cursor: int, today=None) -> tuple[RunRequest | None, int, str]:
+    """The run for sessions ingested since ``cursor`` (a horizon), the new cursor, and why."""
+    with database.connect() as conn:
+        horizon = store.ingest_horizon(conn)
+        if horizon <= cursor:
+            return None, cursor, "no transaction committed since the last run"
+        days = store.touched_days(conn, cursor, horizon)
+    if not days:
+        return None, horizon, "no new sessions"
+    inside, outside = clip_days(days, today or datetime.now(timezone.utc).date())
+    note = f"; sessions on {len(outside)} day(s) outside the detection partitions" if outside else ""
+    if not inside:
+        return None, horizon, "new sessions only outside the detection partitions" + note
+    tags = {
+        ASSET_PARTITION_RANGE_START_TAG: min(inside).isoformat(),
+        ASSET_PARTITION_RANGE_END_TAG: max(inside).isoformat(),
+        HORIZON_TAG: str(horizon),
+        FROM_HORIZON_TAG: str(cursor),
+    }
+    return RunRequest(run_key=f"ingest-{cursor}-{horizon}", tags=tags), horizon, (
+        f"sessions on {len(inside)} day(s) {min(inside)}..{max(inside)}" + note)
+
+
+def new_sessions_sensor_fn(context: SensorEvaluationContext, database: BagulaDatabase) -> SensorResult:
+    """One run of the marts and detection per batch of newly committed sessions.
+
+    The cursor is the ingest horizon the last requested run reads up to: rows
+    below it are committed, so nothing is skipped; the next run starts there, so
+    nothing is judged twice. While a run is in flight the cursor stays put and the
+    next run takes everything since (runs never overlap on the marts).
+    """
+    cursor = int(context.cursor) if context.cursor else 0
+    if _busy(context, NEW_SESSIONS):
+        return SensorResult(skip_reason=SkipReason("previous run still in flight"), cursor=str(cursor))
+    request, new_cursor, why = plan_run(database, cursor)
+    if request is None:
+        return SensorResult(skip_reason=SkipReason(why), cursor=str(new_cursor))
+    context.log.info(why)
+    return SensorResult(run_requests=[request], cursor=str(new_cursor))
+
+
+def make_sensors(interval_s: int) -> list:
+    new_sessions = sensor(
+        name=NEW_SESSIONS, minimum_interval_seconds=interval_s, default_status=DefaultSensorStatus.RUNNING,
+        target=AssetSelection.all(), description="Newly ingested sessions -> marts, detection and alerts.",
+    )(new_sessions_sensor_fn)
+
+    @sensor(name="pending_alerts", minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
+            target=AssetSelection.keys(["detection", "alert_deliveries"]),
+            description="Retries alerts still undelivered (webhook down at the time).")
+    def pending_alerts(context: SensorEvaluationContext, database: BagulaDatabase):
+        if not get_settings().alert_webhook_url:
+            return SkipReason("BAGULA_ALERT_WEBHOOK_URL is not set")
+        if _busy(context, NEW_SESSIONS) or _busy(context, "pending_alerts"):
+            return SkipReason("a run is in flight")
+        with database.connect() as conn:
+            pending = store.pending_alert_count(conn)
+        if not pending:
+            return SkipReason("no pending alerts")
+        return RunRequest(run_key=None, tags={"bagula/pending_alerts": str(pending)})
+
+    return [new_sessions, pending_alerts]
