@@ -10,7 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ingest_api.routes import health, ingest, metrics, sessions
+from ingest_api.routes import detection, health, ingest, metrics, sessions
 from ingest_api.settings import Settings, get_settings
 
 
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(sessions.router)
     app.include_router(metrics.router)
+    app.include_router(detection.router)
 
     def openapi() -> dict:
         # The ingest body is parsed by hand (gzip, limits, per-session errors);

@@ -16,6 +16,7 @@ from ingest_api import db
 from ingest_api.localdb import LocalDbError, LocalPostgres
 from ingest_api.settings import Settings, get_settings
 from ingest_api.store import keys
+from orchestration import instance
 
 DEFAULT_PROJECT = "default"
 
@@ -131,7 +132,7 @@ def run(host: str | None, port: int | None, workers: int | None) -> None:
         "Bagula is starting:",
         f"  API              {base}",
         f"  API docs         {base}/docs",
-        f"  marts            schema marts, rebuilt every {settings.transform_interval_s:g} s (bagula transform)",
+        f"  Dagster          http://{host}:{settings.dagster_port}  (marts, detection, alerts on every new batch)",
         f"  database         {url.split('@')[-1]}" + (" (project-local)" if local else ""),
     ]
     if first_key:
@@ -144,12 +145,15 @@ def run(host: str | None, port: int | None, workers: int | None) -> None:
         sys.executable, "-m", "ingest_api.cli", "api", "--host", host, "--port", str(port),
         "--workers", str(workers or settings.api_workers),
     ]
-    # Keeps the marts (and GET /v1/agents/{name}/metrics) fresh.
-    transform_command = [
-        sys.executable, "-m", "ingest_api.cli", "transform", "--every", str(settings.transform_interval_s), "--quiet",
+    # Dagster's sensor builds the marts and runs detection for every new batch.
+    dagster_env = {**os.environ, **instance.prepare(settings, url)}
+    services = [
+        (api_command, None),
+        (instance.webserver_command(host, settings.dagster_port), dagster_env),
+        (instance.daemon_command(), dagster_env),
     ]
     try:
-        supervise([api_command, transform_command])
+        supervise(services)
     finally:
         if local is not None:
             click.echo("stopping the project-local PostgreSQL", err=True)
@@ -187,6 +191,125 @@ def dbt_command(args: tuple[str, ...]) -> None:
 
     if not run_dbt(_database_url(), *args):
         raise click.ClickException(f"dbt {' '.join(args)} failed")
+
+
+@main.group(name="pipeline", help="Dagster: marts, detection and alerts.")
+def pipeline_group() -> None:
+    pass
+
+
+@pipeline_group.command("run", help="""Materialise in this process, at once, what the sensor would launch:
+the marts, then detection of the sessions ingested since the marts were last built, then alert delivery.
+With --day or --all, judges those whole days instead (a backfill; verdicts already stored are kept).""")
+@click.option("--day", "days", multiple=True, help="a UTC day to judge (YYYY-MM-DD), repeatable")
+@click.option("--all", "all_days", is_flag=True, help="judge every day that has sessions")
+@click.option("--verbose", is_flag=True, help="Dagster's and dbt's own log lines")
+def pipeline_run(days: tuple[str, ...], all_days: bool, verbose: bool) -> None:
+    from datetime import date
+
+    import psycopg as pg
+
+    from ingest_api.store import detection as detection_store
+    from orchestration import pipeline
+
+    url = _database_url()
+    chosen = None
+    if all_days:
+        with pg.connect(url) as conn:
+            chosen = detection_store.session_days(conn)
+    elif days:
+        try:
+            chosen = [date.fromisoformat(d) for d in days]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--day") from None
+    tags, why = pipeline.plan(url, chosen)
+    if tags is None:
+        with pg.connect(url) as conn:
+            pending = detection_store.pending_alert_count(conn)
+        if not pending:
+            click.echo(f"nothing to do: {why}")
+            return
+        why += f"; delivering {pending} pending alerts"
+    click.echo(f"pipeline: {why}", err=True)
+    result = pipeline.run_pipeline(tags, quiet=not verbose)
+    for key, value in pipeline.detection_metadata(result).items():
+        click.echo(f"  {key:<28} {value}")
+    if not result.success:
+        raise click.ClickException("the pipeline failed (rerun with --verbose for Dagster's log)")
+
+
+@main.group(name="baseline", help="Per-agent baselines that regressions are judged against.")
+def baseline_group() -> None:
+    pass
+
+
+def _project_id(conn: psycopg.Connection, project: str):
+    row = conn.execute("select project_id from projects where name = %s", (project,)).fetchone()
+    if row is None:
+        raise click.ClickException(f"no project named {project!r}")
+    return row[0]
+
+
+@baseline_group.command("pin", help="Pin an agent's baseline to its sessions in [--from, --to).")
+@click.option("--project", required=True)
+@click.option("--agent", required=True)
+@click.option("--from", "start_text", required=True, help="ISO 8601, e.g. 2026-11-20T00:00:00Z")
+@click.option("--to", "end_text", required=True)
+def baseline_pin(project: str, agent: str, start_text: str, end_text: str) -> None:
+    import asyncio
+
+    from ingest_api.store import verdicts
+
+    start, end = _aware(start_text, "--from"), _aware(end_text, "--to")
+    if end <= start:
+        raise click.BadParameter("--to must be after --from")
+
+    async def pin() -> dict:
+        async with await psycopg.AsyncConnection.connect(_database_url()) as conn:
+            project_id = (await (await conn.execute(
+                "select project_id from projects where name = %s", (project,))).fetchone() or [None])[0]
+            if project_id is None:
+                raise click.ClickException(f"no project named {project!r}")
+            return await verdicts.pin_baseline(conn, project_id, agent, start, end)
+
+    try:
+        pinned = asyncio.run(pin())
+    except verdicts.MartsMissing:
+        raise click.ClickException("the marts have not been built yet (bagula pipeline run)") from None
+    except verdicts.EmptyWindow:
+        raise click.ClickException(f"no session of {agent!r} started in that window") from None
+    click.echo(f"pinned baseline {pinned['baseline_id']}: {pinned['session_count']} sessions, "
+               f"{pinned['window_start']} .. {pinned['window_end']}")
+
+
+@baseline_group.command("show", help="An agent's baselines (the active one first).")
+@click.option("--project", required=True)
+@click.option("--agent", required=True)
+def baseline_show(project: str, agent: str) -> None:
+    with psycopg.connect(_database_url()) as conn:
+        project_id = _project_id(conn, project)
+        rows = conn.execute(
+            "select baseline_id, kind, active, window_start, window_end, session_count from baselines"
+            " where project_id = %s and agent_name = %s order by active desc, created_at desc",
+            (project_id, agent),
+        ).fetchall()
+    if not rows:
+        click.echo("no baseline yet: the first stable window is found once enough sessions are in")
+    for baseline_id, kind, active, start, end, count in rows:
+        click.echo(f"{baseline_id}  {kind:<6} {'active' if active else 'inactive':<8} "
+                   f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}  {count} sessions")
+
+
+def _aware(text: str, name: str):
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {text!r}", param_hint=name) from None
+    if moment.tzinfo is None:
+        raise click.BadParameter("needs a time zone, e.g. 2026-11-25T10:00:00Z", param_hint=name)
+    return moment
 
 
 def _parse_duration(text: str) -> float:
@@ -287,9 +410,10 @@ def simulate_command(endpoint, api_key, days, start_text, end_text, live, durati
         raise click.ClickException(f"not everything was stored: {stats}")
 
 
-def supervise(commands: list[list[str]]) -> None:
-    """Run the platform's services until one exits or we are told to stop; then stop them all."""
-    children = [subprocess.Popen(cmd) for cmd in commands]
+def supervise(services: list[tuple[list[str], dict[str, str] | None]]) -> None:
+    """Run the platform's services (argv, environment) until one exits or we are told
+    to stop; then stop them all."""
+    children = [subprocess.Popen(cmd, env=env) for cmd, env in services]
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

@@ -3,7 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,8 +25,6 @@ class Settings(BaseSettings):
 
     # The dbt project; default: dbt_project/ beside the source tree.
     dbt_project_dir: Path | None = None
-    # How often `bagula run` rebuilds the marts.
-    transform_interval_s: float = Field(default=60.0, gt=0)
 
     # Whole-request limits on POST /v1/sessions/ingest.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
@@ -53,7 +51,29 @@ class Settings(BaseSettings):
     dagster_port: int = 3000
 
     # Superset (issue 6): settings of the dashboards live in this block.
+    superset_host: str = "127.0.0.1"
     superset_port: int = 8088
+    # Superset's own virtual environment (its pins clash with ours); default: .venv-superset
+    # beside the source tree, made by scripts/ensure-superset.sh.
+    superset_venv: Path | None = None
+    # Superset's metadata database (users, dashboards). Unset: SQLite under <data_dir>/superset.
+    superset_metadata_db_url: SecretStr | None = None
+    # Signs sessions and encrypts the stored connection password. Unset with the SQLite
+    # metadata database: generated once and kept beside it in <data_dir>/superset; unset
+    # with a metadata database of your own: an error (no default key).
+    superset_secret_key: SecretStr | None = None
+    superset_admin_username: str = "admin"
+    # Unset: generated when the admin is created and printed once. Set: the admin's password
+    # is reset to it whenever it no longer matches.
+    superset_admin_password: SecretStr | None = None
+    # The PostgreSQL role Superset reads the marts as (SELECT on schema marts only).
+    superset_reader_role: str = Field(default="bagula_superset_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # Unset: generated once and kept in <data_dir>/superset/reader-password.
+    superset_reader_password: SecretStr | None = None
+    # Web server: one process (the SQLite metadata database wants one writer), threads for
+    # the charts a dashboard loads in parallel.
+    superset_workers: int = Field(default=1, gt=0)
+    superset_threads: int = Field(default=8, gt=0)
 
     def require_database_url(self) -> str:
         if not self.database_url:

@@ -33,8 +33,13 @@ def plan(database_url: str, days: list | None = None, today=None) -> tuple[dict[
     return tags, f"{len(inside)} day(s) {min(inside)}..{max(inside)}"
 
 
-def run_pipeline(tags: dict[str, str], instance: DagsterInstance | None = None) -> ExecuteInProcessResult:
-    return materialize(ASSETS, instance=instance, resources=resources(), tags=tags, raise_on_error=False)
+def run_pipeline(tags: dict[str, str] | None, instance: DagsterInstance | None = None,
+                 quiet: bool = False) -> ExecuteInProcessResult:
+    """Everything for ``tags``; with None only alert delivery (what the pending-alerts sensor launches)."""
+    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}} if quiet else None
+    selection = [alert_deliveries.key] if tags is None else None
+    return materialize(ASSETS, instance=instance, resources=resources(), tags=tags or {}, raise_on_error=False,
+                       run_config=run_config, selection=selection)
 
 
 def detection_metadata(result: ExecuteInProcessResult) -> dict[str, object]:

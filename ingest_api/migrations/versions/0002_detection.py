@@ -20,6 +20,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("""
+        -- Dagster's run and event storage (the platform's instance keeps it here).
+        create schema if not exists dagster;
+
         alter table baselines
             add column kind varchar(10) not null default 'auto' check (kind in ('auto', 'pinned')),
             add column window_start timestamptz,
@@ -91,6 +94,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("""
         drop table if exists alerts, detection_models;
+        drop schema if exists dagster cascade;
         drop index if exists anomalies_verdict_idx, anomalies_session_time_idx,
             regressions_verdict_idx, regressions_session_time_idx, baselines_active_idx, baselines_auto_idx;
         alter table anomalies drop column session_started_at, drop column score, drop column explanation,
