@@ -268,3 +268,92 @@ def test_alerts_reach_the_webhook_exactly_once_across_a_restart(platform):
     assert set(receiver.accepted) == expected
     assert max(receiver.accepted.values()) == 1
     assert rows(url, "select count(*) as n from alerts where status <> 'delivered'")[0]["n"] == 0
+
+
+# ---------------------------------------------------------------- the API
+
+
+def test_anomalies_endpoint_filters_by_type_severity_and_time_and_pages(platform):
+    client = platform["tenants"]["faults-a"].client
+    path = "/v1/agents/customer-support-agent/anomalies"
+    since, until = START + timedelta(days=2), START + timedelta(days=4)
+    params = {"type": "cost_spike", "severity": "critical", "since": since.isoformat(), "until": until.isoformat(),
+              "limit": 7}
+    items, cursor = [], None
+    while True:
+        page = client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        items += body["anomalies"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    expected = rows(platform["url"], """
+        select session_id::text from anomalies a join projects p using (project_id)
+        where p.name = %s and agent_name = 'customer-support-agent' and anomaly_type = 'cost_spike'
+          and severity = 'critical' and session_started_at >= %s and session_started_at < %s
+    """, (platform["tenants"]["faults-a"].name, since, until))
+    assert len(items) == len(expected) > 7
+    assert {i["session_id"] for i in items} == {r["session_id"] for r in expected}
+    starts = [datetime.fromisoformat(i["session_started_at"]) for i in items]
+    assert starts == sorted(starts, reverse=True)
+    assert all(since <= s < until for s in starts)
+    for item in items:
+        assert item["type"] == "cost_spike" and item["severity"] == "critical"
+        assert item["score"] is not None and item["explanation"] and item["detected_at"]
+
+
+def test_resolving_an_anomaly_is_scoped_to_its_project(platform):
+    tenant, other = platform["tenants"]["faults-a"], platform["tenants"]["control"]
+    path = "/v1/agents/customer-support-agent/anomalies"
+    [item] = tenant.client.get(path, params={"type": "latency_spike", "limit": 1}).json()["anomalies"]
+    assert other.client.post(f"{path}/{item['id']}/resolve").status_code == 404
+    resolved = tenant.client.post(f"{path}/{item['id']}/resolve")
+    assert resolved.status_code == 200 and resolved.json()["resolved"] and resolved.json()["resolved_at"]
+    open_ids = {i["id"] for i in tenant.client.get(path, params={"type": "latency_spike", "resolved": False,
+                                                                  "limit": 500}).json()["anomalies"]}
+    assert item["id"] not in open_ids
+    reopened = tenant.client.post(f"{path}/{item['id']}/resolve", json={"resolved": False}).json()
+    assert reopened["resolved"] is False and reopened["resolved_at"] is None
+
+
+def test_bad_detection_queries_get_clear_errors(platform):
+    client = platform["tenants"]["faults-a"].client
+    path = "/v1/agents/customer-support-agent"
+    assert "unknown anomaly type" in client.get(f"{path}/anomalies", params={"type": "spikes"}).json()["detail"]
+    assert client.get(f"{path}/anomalies", params={"since": "2026-06-01T00:00:00"}).status_code == 422
+    assert client.get(f"{path}/regressions", params={"severity": "huge"}).status_code == 422
+    assert client.get(f"{path}/regressions", params={"cursor": "nonsense"}).status_code == 422
+    window = {"from": "2026-06-02T00:00:00Z", "to": "2026-06-01T00:00:00Z"}
+    assert client.put(f"{path}/baseline", json=window).status_code == 422
+    empty = {"from": "2020-01-01T00:00:00Z", "to": "2020-01-02T00:00:00Z"}
+    assert "no session" in client.put(f"{path}/baseline", json=empty).json()["detail"]
+
+
+def test_a_pinned_baseline_judges_later_sessions(platform):
+    tenant = platform["tenants"]["faults-c"]
+    path = "/v1/agents/customer-support-agent/baseline"
+    automatic = tenant.client.get(path).json()["active"]
+    assert automatic["kind"] == "auto"
+    window = {"from": (START + timedelta(days=1)).isoformat(), "to": (START + timedelta(days=2)).isoformat()}
+    pinned = tenant.client.put(path, json=window)
+    assert pinned.status_code == 201, pinned.text
+    pinned = pinned.json()
+    [in_window] = rows(platform["url"], """
+        select count(*) as n from agent_sessions
+        where project_id = %s and agent_name = 'customer-support-agent' and start_time >= %s and start_time < %s
+    """, (tenant.project_id, START + timedelta(days=1), START + timedelta(days=2)))
+    assert pinned["session_count"] == in_window["n"] > 0
+    listed = tenant.client.get(path).json()
+    assert listed["active"]["baseline_id"] == pinned["baseline_id"]
+    assert {b["kind"]: b["active"] for b in listed["baselines"]} == {"pinned": True, "auto": False}
+
+    last_day = (START + timedelta(days=DAYS - 1)).date()
+    run_pipeline(days=[last_day])
+    judged = tenant.client.get("/v1/agents/customer-support-agent/regressions",
+                               params={"since": (START + timedelta(days=DAYS - 1)).isoformat(), "limit": 500})
+    found = judged.json()["regressions"]
+    against_pin = [r for r in found if r["baseline_id"] == pinned["baseline_id"]]
+    # model_change is active on the last day: its sessions differ from the pinned window.
+    assert against_pin
+    assert all(r["differences"] and r["explanation"] for r in against_pin)

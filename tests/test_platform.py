@@ -231,6 +231,13 @@ def test_a_session_the_database_refuses_costs_only_itself(database_url):
     assert stored == 3
 
 
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def test_run_starts_the_platform_on_a_project_local_database_and_stops_it(tmp_path):
     """`bagula run` without BAGULA_DATABASE_URL: own cluster, schema, first key, API;
     a second start keeps the data and does not mint another key."""
@@ -242,9 +249,10 @@ def test_run_starts_the_platform_on_a_project_local_database_and_stops_it(tmp_pa
 
     data_dir = Path(tempfile.mkdtemp(prefix="bagula-run-"))
     data_dir.chmod(0o755)
-    port, db_port = free_port(), free_port()
+    port, db_port, dagster_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "BAGULA_DATABASE_URL"}
-    env |= {"BAGULA_DATA_DIR": str(data_dir), "BAGULA_LOCAL_DB_PORT": str(db_port), "BAGULA_API_WORKERS": "1"}
+    env |= {"BAGULA_DATA_DIR": str(data_dir), "BAGULA_LOCAL_DB_PORT": str(db_port), "BAGULA_API_WORKERS": "1",
+            "BAGULA_DAGSTER_PORT": str(dagster_port)}
     base = f"http://127.0.0.1:{port}"
 
     def start() -> tuple[subprocess.Popen, Path]:
@@ -274,6 +282,10 @@ def test_run_starts_the_platform_on_a_project_local_database_and_stops_it(tmp_pa
         key = output.split("shown once): ")[1].split()[0]
         client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"})
         assert client.post(INGEST, json={"sessions": make_batch(random.Random(40), 3)}).json()["stored"] == 3
+        # Dagster's webserver, with its run storage in the same PostgreSQL.
+        _wait_for(lambda: _answers(f"http://127.0.0.1:{dagster_port}/server_info"), timeout=90)
+        with psycopg.connect(LocalPostgres(data_dir / "postgres", db_port).url()) as conn:
+            assert conn.execute("select to_regclass('dagster.runs') is not null").fetchone()[0]
         stop(proc)
         cluster = LocalPostgres(data_dir / "postgres", db_port)
         assert not cluster.running
