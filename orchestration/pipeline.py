@@ -34,10 +34,15 @@ def plan(database_url: str, days: list | None = None, today=None) -> tuple[dict[
 
 
 def run_pipeline(tags: dict[str, str] | None, instance: DagsterInstance | None = None,
-                 quiet: bool = False) -> ExecuteInProcessResult:
-    """Everything for ``tags``; with None only alert delivery (what the pending-alerts sensor launches)."""
+                 quiet: bool = False, detection_only: bool = False) -> ExecuteInProcessResult:
+    """Everything for ``tags``; with None only alert delivery (what the pending-alerts sensor
+    launches); ``detection_only``: the marts as they are (a backfill of detection from the UI)."""
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}} if quiet else None
-    selection = [alert_deliveries.key] if tags is None else None
+    selection = None
+    if tags is None:
+        selection = [alert_deliveries.key]
+    elif detection_only:
+        selection = [ANOMALIES, REGRESSIONS, alert_deliveries.key]
     return materialize(ASSETS, instance=instance, resources=resources(), tags=tags or {}, raise_on_error=False,
                        run_config=run_config, selection=selection)
 

@@ -4,6 +4,7 @@
 from datetime import datetime, timezone
 
 from dagster import (
+    AssetKey,
     AssetSelection,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -80,7 +81,7 @@ def make_sensors(interval_s: int) -> list:
     )(new_sessions_sensor_fn)
 
     @sensor(name="pending_alerts", minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
-            target=AssetSelection.keys(["detection", "alert_deliveries"]),
+            target=AssetSelection.assets(AssetKey(["detection", "alert_deliveries"])),
             description="Retries alerts still undelivered (webhook down at the time).")
     def pending_alerts(context: SensorEvaluationContext, database: BagulaDatabase):
         if not get_settings().alert_webhook_url:

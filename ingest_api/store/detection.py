@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import pickle
 import uuid
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -213,23 +214,24 @@ def load_model(conn: psycopg.Connection, project_id: str, agent_name: str, kind:
         (project_id, agent_name, kind, day),
     ).fetchone()
     # Only our own pickles, written below by this same code, are ever loaded.
-    return pickle.loads(row[0]) if row else None
+    return pickle.loads(zlib.decompress(row[0])) if row else None
 
 
 def save_model(conn: psycopg.Connection, project_id: str, agent_name: str, kind: str, day: Any, model: Any) -> Any:
     """Store a trained model once per (agent, kind, day); returns the stored one (the
     first writer's, if two runs trained the same day at once)."""
-    conn.execute(
+    inserted = conn.execute(
         """
         insert into detection_models (model_version, project_id, agent_name, kind, trained_for_day, trained_from,
                                       trained_until, training_sessions, features, params, model)
         values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         on conflict do nothing
+        returning model_id
         """,
         (model.version, project_id, agent_name, kind, day, model.trained_from, model.trained_until,
-         model.trained_rows, list(model.features), Jsonb(model.params), pickle.dumps(model)),
-    )
-    return load_model(conn, project_id, agent_name, kind, day)
+         model.trained_rows, list(model.features), Jsonb(model.params), zlib.compress(pickle.dumps(model), 1)),
+    ).fetchone()
+    return model if inserted else load_model(conn, project_id, agent_name, kind, day)
 
 
 # ------------------------------------------------------------------ verdicts and alerts
@@ -352,7 +354,7 @@ class PendingAlert:
     attempts: int
 
 
-def deliver_pending_alerts(conn: psycopg.Connection, send: Any, limit: int = 1000) -> tuple[int, int]:
+def deliver_pending_alerts(conn: psycopg.Connection, send: Any, limit: int = 10_000) -> tuple[int, int]:
     """Send pending alerts one at a time with ``send(alert) -> None`` (raises on failure).
 
     Each alert is locked (SKIP LOCKED: concurrent runs never send the same one),

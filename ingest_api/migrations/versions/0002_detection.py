@@ -53,7 +53,9 @@ def upgrade() -> None:
 
         -- Trained detectors, so that every verdict can be traced to (and reproduced with) its model.
         create table detection_models (
-            model_version text primary key,
+            model_id uuid primary key default gen_random_uuid(),
+            -- Derived from the training data and parameters: the same data gives the same version.
+            model_version text not null,
             project_id uuid not null references projects (project_id),
             agent_name varchar(255) not null,
             kind varchar(40) not null,
@@ -67,6 +69,7 @@ def upgrade() -> None:
             created_at timestamptz not null default now(),
             unique (project_id, agent_name, kind, trained_for_day)
         );
+        create index detection_models_version_idx on detection_models (model_version);
 
         -- Outbox: a critical verdict and its alert are written in one transaction;
         -- delivery marks the row, so a restart neither loses nor repeats an alert.
