@@ -87,7 +87,7 @@ def main() -> None:
             sent_at = time.monotonic()
             response = client.post("/v1/sessions/ingest", json={"sessions": [produced.session]})
             assert response.status_code == 200, response.text
-            wait(lambda: _listed(client, session_id), 300, f"session {session_id} at /anomalies")
+            wait(lambda sid=session_id: _listed(client, sid), 300, f"session {session_id} at /anomalies")
             latencies.append(time.monotonic() - sent_at)
             print(f"trial {trial + 1}: anomaly visible {latencies[-1]:.1f} s after ingest")
             time.sleep(random.Random(trial).uniform(0, 10))  # land at different points of the sensor's tick

@@ -7,4 +7,5 @@ if [ -z "${BAGULA_DATABASE_URL:-}" ]; then
   scripts/ensure-system.sh
 fi
 scripts/ensure-venv.sh
+scripts/ensure-superset.sh
 exec .venv/bin/bagula run "$@"

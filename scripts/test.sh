@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-system.sh
 scripts/ensure-venv.sh dev
+scripts/ensure-superset.sh --browser
 exec .venv/bin/python -m pytest "$@"

@@ -12,11 +12,11 @@ from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
 from dagster._core.test_utils import create_run_for_test
 
 from ingest_api import db
+from ingest_api.sample_sessions import make_batch
 from orchestration.definitions import defs
 from orchestration.partitions import FROM_HORIZON_TAG, HORIZON_TAG
 from orchestration.resources import BagulaDatabase
 from tests.conftest import ApiServer, new_tenant
-from ingest_api.sample_sessions import make_batch
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ingest_api.store.detection import SESSION_FRAME_SQL, frame_from_rows
-from ingest_api.store.sessions import decode_cursor, encode_cursor
+from ingest_api.store.sessions import encode_cursor
 from ml.baseline import summarize
 
 Kind = Literal["anomalies", "regressions"]
