@@ -1,6 +1,6 @@
 """`bagula pipeline run`: what the sensor would launch, materialised in this process."""
 
-from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ingest_api.store import detection as store
@@ -38,7 +38,8 @@ def run_pipeline(tags: dict[str, str] | None, instance: DagsterInstance | None =
     """Everything for ``tags``; with None only alert delivery (what the pending-alerts sensor
     launches); ``detection_only``: the marts as they are (a backfill of detection from the UI)."""
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}} if quiet else None
-    selection = None
+    # Like the sensor's runs: the models without their dbt tests (the hourly schedule runs those).
+    selection = AssetSelection.all() - AssetSelection.all_asset_checks()
     if tags is None:
         selection = [alert_deliveries.key]
     elif detection_only:
