@@ -101,8 +101,10 @@ class Run:
         factor = 1.0
         creep = self.fault("cost_creep")
         if creep is not None:
-            self.applied.add("cost_creep")
-            factor *= 1 + 0.30 * creep.days_active(self.start_ms)  # +30% a day: a slow rise
+            rise = 0.30 * creep.days_active(self.start_ms)  # +30% a day: a slow rise
+            if rise >= 0.10:  # before that the fault has not yet shaped the session noticeably
+                self.applied.add("cost_creep")
+            factor *= 1 + rise
         if self.applies("cost_spike"):
             factor *= 6.0
         return factor

@@ -39,9 +39,9 @@ SCENARIOS = {
 # Share of each failure mode's injected sessions that must carry the matching type.
 # Measured on these seeds (see bench/detection.py for the full figures) and set below them.
 RECALL_FLOOR = {
-    "cost_spike": 0.9, "latency_spike": 0.9, "sequential_tax": 0.8, "cascade_failure": 0.8,
-    "tool_usage_change": 0.9, "confident_hallucination": 0.8, "context_rot": 0.7,
-    "skill_bloat": 0.8, "model_change": 0.8, "cost_creep": 0.4,
+    "cost_spike": 0.9, "latency_spike": 0.8, "sequential_tax": 0.9, "cascade_failure": 0.9,
+    "tool_usage_change": 0.9, "confident_hallucination": 0.9, "context_rot": 0.9,
+    "skill_bloat": 0.9, "model_change": 0.9, "cost_creep": 0.8,
 }
 
 
