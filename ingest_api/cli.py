@@ -16,6 +16,7 @@ from ingest_api import db
 from ingest_api.localdb import LocalDbError, LocalPostgres
 from ingest_api.settings import Settings, get_settings
 from ingest_api.store import keys
+from ingest_api.superset_cli import SupersetError, prepare_superset, superset_group, superset_serve_command
 from orchestration import instance
 
 DEFAULT_PROJECT = "default"
@@ -139,6 +140,13 @@ def run(host: str | None, port: int | None, workers: int | None) -> None:
         lines.append(f"  API key (project {DEFAULT_PROJECT!r}, shown once): {first_key.secret}")
     else:
         lines.append(f"  API keys: project {DEFAULT_PROJECT!r} has one already; another: bagula keys create --project NAME")
+    try:
+        lines += prepare_superset(settings, url)
+        superset_argv, superset_env = superset_serve_command(settings, url, settings.superset_port)
+    except SupersetError as exc:
+        if local is not None:
+            local.stop()
+        raise click.ClickException(f"Superset: {exc}") from None
     click.echo("\n".join(lines) + "\n")
     sys.stdout.flush()
     api_command = [
@@ -151,6 +159,8 @@ def run(host: str | None, port: int | None, workers: int | None) -> None:
         (api_command, None),
         (instance.webserver_command(host, settings.dagster_port), dagster_env),
         (instance.daemon_command(), dagster_env),
+        # Superset's secrets go to its own process only.
+        (superset_argv, {**os.environ, **superset_env}),
     ]
     try:
         supervise(services)
@@ -435,7 +445,6 @@ def supervise(services: list[tuple[list[str], dict[str, str] | None]]) -> None:
                 child.kill()
 
 
-from ingest_api.superset_cli import superset_group  # noqa: E402  (registered last: its own module)
 
 main.add_command(superset_group)
 

@@ -249,10 +249,10 @@ def test_run_starts_the_platform_on_a_project_local_database_and_stops_it(tmp_pa
 
     data_dir = Path(tempfile.mkdtemp(prefix="bagula-run-"))
     data_dir.chmod(0o755)
-    port, db_port, dagster_port = free_port(), free_port(), free_port()
+    port, db_port, dagster_port, superset_port = free_port(), free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "BAGULA_DATABASE_URL"}
     env |= {"BAGULA_DATA_DIR": str(data_dir), "BAGULA_LOCAL_DB_PORT": str(db_port), "BAGULA_API_WORKERS": "1",
-            "BAGULA_DAGSTER_PORT": str(dagster_port)}
+            "BAGULA_DAGSTER_PORT": str(dagster_port), "BAGULA_SUPERSET_PORT": str(superset_port)}
     base = f"http://127.0.0.1:{port}"
 
     def start() -> tuple[subprocess.Popen, Path]:
@@ -284,6 +284,8 @@ def test_run_starts_the_platform_on_a_project_local_database_and_stops_it(tmp_pa
         assert client.post(INGEST, json={"sessions": make_batch(random.Random(40), 3)}).json()["stored"] == 3
         # Dagster's webserver, with its run storage in the same PostgreSQL.
         _wait_for(lambda: _answers(f"http://127.0.0.1:{dagster_port}/server_info"), timeout=90)
+        _wait_for(lambda: _answers(f"http://127.0.0.1:{superset_port}/health"), timeout=90)
+        assert "Superset admin" in output and "password (shown once)" in output
         with psycopg.connect(LocalPostgres(data_dir / "postgres", db_port).url()) as conn:
             assert conn.execute("select to_regclass('dagster.runs') is not null").fetchone()[0]
         stop(proc)
