@@ -248,6 +248,29 @@ def pipeline_run(days: tuple[str, ...], all_days: bool, verbose: bool) -> None:
         raise click.ClickException("the pipeline failed (rerun with --verbose for Dagster's log)")
 
 
+@main.group(name="dagster", help="Dagster's services on their own (what `bagula run` starts), for deployments "
+                                  "that run each service separately.")
+def dagster_group() -> None:
+    pass
+
+
+def _exec_dagster(command: list[str]) -> None:
+    env = {**os.environ, **instance.prepare(get_settings(), _database_url())}
+    os.execvpe(command[0], command, env)
+
+
+@dagster_group.command("webserver", help="Dagster's UI (instance in BAGULA_DAGSTER_HOME, storage in the database).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="default: BAGULA_DAGSTER_PORT or 3000")
+def dagster_webserver(host: str, port: int | None) -> None:
+    _exec_dagster(instance.webserver_command(host, port or get_settings().dagster_port))
+
+
+@dagster_group.command("daemon", help="Dagster's daemon: the sensors, the schedule and the run queue.")
+def dagster_daemon() -> None:
+    _exec_dagster(instance.daemon_command())
+
+
 @main.group(name="baseline", help="Per-agent baselines that regressions are judged against.")
 def baseline_group() -> None:
     pass
