@@ -85,12 +85,22 @@ def build_vars(database_url: str, horizon: int | None = None, full_refresh: bool
     return {"ingest_horizon": horizon, "test_from_batch": horizon, "test_from_txid": previous}
 
 
+def _manifest_stale(manifest: Path) -> bool:
+    """Missing, or older than a file of the project (a model edited since the last parse)."""
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    sources = [DBT_PROJECT_DIR / "dbt_project.yml", *(DBT_PROJECT_DIR / "models").rglob("*"),
+               *(DBT_PROJECT_DIR / "macros").rglob("*"), *(DBT_PROJECT_DIR / "tests").rglob("*")]
+    return any(path.is_file() and path.stat().st_mtime > built for path in sources)
+
+
 def ensure_manifest() -> Path:
-    """dbt's manifest, which Dagster reads to know the models; parsed once if missing.
+    """dbt's manifest, which Dagster reads to know the models; parsed when missing or stale.
     Parsing never connects, so placeholder connection settings do."""
     manifest = DBT_PROJECT_DIR / "target" / "manifest.json"
-    if not manifest.exists() and not run_dbt("postgresql://parse@localhost/parse", "parse", "--quiet",
-                                             project_dir=DBT_PROJECT_DIR):
+    if _manifest_stale(manifest) and not run_dbt("postgresql://parse@localhost/parse", "parse", "--quiet",
+                                                 project_dir=DBT_PROJECT_DIR):
         raise RuntimeError("dbt parse failed: cannot load the dbt project")
     return manifest
 
