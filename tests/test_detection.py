@@ -367,3 +367,20 @@ def test_a_pinned_baseline_judges_later_sessions(platform):
     # model_change is active on the last day: its sessions differ from the pinned window.
     assert against_pin
     assert all(r["differences"] and r["explanation"] for r in against_pin)
+
+
+def test_dbt_tests_run_as_asset_checks_on_the_marts(platform):
+    """What the hourly schedule marts_tests launches: every dbt data test, as Dagster asset checks."""
+    from dagster import AssetSelection, materialize
+
+    from orchestration.pipeline import ASSETS, bagula_dbt_models
+    from orchestration.resources import resources
+
+    result = materialize(ASSETS, resources=resources(), selection=AssetSelection.checks_for_assets(bagula_dbt_models),
+                         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    assert result.success
+    evaluations = [e.asset_check_evaluation_data for e in result.all_events
+                   if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert len(evaluations) >= 150  # one per data test on the models
+    assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
+    assert not result.get_asset_materialization_events(), "checks only: no model rebuilt"

@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 
 import psycopg
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
+from dagster import DagsterInstance, DagsterRunStatus, RunRequest, build_sensor_context
 from dagster._core.test_utils import create_run_for_test
 
 from ingest_api import db
@@ -47,7 +47,7 @@ def send_on(tenant, day: date, count: int, seed: int) -> list[str]:
 
 
 def evaluate(url: str, cursor: str | None, instance: DagsterInstance | None = None):
-    sensor = defs.get_sensor_def("new_sessions")
+    sensor = defs.resolve_sensor_def("new_sessions")
     context = build_sensor_context(instance=instance or DagsterInstance.ephemeral(), cursor=cursor,
                                    resources={"database": BagulaDatabase(database_url=url)})
     return sensor(context)
@@ -108,3 +108,34 @@ def test_sensor_waits_while_its_previous_run_is_in_flight(setup):
     send_on(tenant, date(2026, 3, 10), 1, seed=5)
     waiting = evaluate(url, cursor, instance)
     assert waiting.run_requests == [] and waiting.cursor == cursor
+
+
+def test_pending_alerts_sensor_retries_only_when_a_webhook_is_set_and_alerts_wait(setup, monkeypatch):
+    from ingest_api.settings import get_settings
+
+    url, tenant = setup
+    sensor = defs.resolve_sensor_def("pending_alerts")
+
+    def evaluate_alerts():
+        get_settings.cache_clear()
+        context = build_sensor_context(instance=DagsterInstance.ephemeral(),
+                                       resources={"database": BagulaDatabase(database_url=url)})
+        return sensor(context)
+
+    monkeypatch.delenv("BAGULA_ALERT_WEBHOOK_URL", raising=False)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "insert into alerts (project_id, source, source_id, agent_name, session_id, severity, payload)"
+            " values (%s, 'anomaly', gen_random_uuid(), 'a', gen_random_uuid(), 'critical', '{\"text\": \"x\"}')",
+            (tenant.project_id,),
+        )
+    try:
+        assert "BAGULA_ALERT_WEBHOOK_URL" in evaluate_alerts().skip_message
+        monkeypatch.setenv("BAGULA_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+        request = evaluate_alerts()
+        assert isinstance(request, RunRequest) and request.tags["bagula/pending_alerts"] == "1"
+        with psycopg.connect(url) as conn:
+            conn.execute("update alerts set status = 'delivered'")
+        assert evaluate_alerts().skip_message == "no pending alerts"
+    finally:
+        get_settings.cache_clear()
