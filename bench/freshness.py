@@ -50,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--history-days", type=float, default=3.0)
+    parser.add_argument("--keep-log", type=Path, default=None, help="copy the platform's log here")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="bagula-freshness-"))
@@ -99,6 +100,8 @@ def main() -> None:
             platform.wait(timeout=60)
         except subprocess.TimeoutExpired:
             platform.kill()
+        if args.keep_log:
+            shutil.copy(log, args.keep_log)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

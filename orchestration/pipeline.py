@@ -1,6 +1,6 @@
 """`bagula pipeline run`: what the sensor would launch, materialised in this process."""
 
-from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ingest_api.store import detection as store
@@ -8,6 +8,7 @@ from orchestration.assets import ANOMALIES, REGRESSIONS, alert_deliveries, bagul
 from orchestration.dbt import previous_horizon
 from orchestration.partitions import FROM_HORIZON_TAG, HORIZON_TAG, clip_days
 from orchestration.resources import BagulaDatabase, resources
+from orchestration.sensors import RUN_SELECTION
 
 ASSETS = [bagula_dbt_models, detection, alert_deliveries]
 
@@ -39,7 +40,7 @@ def run_pipeline(tags: dict[str, str] | None, instance: DagsterInstance | None =
     launches); ``detection_only``: the marts as they are (a backfill of detection from the UI)."""
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}} if quiet else None
     # Like the sensor's runs: the models without their dbt tests (the hourly schedule runs those).
-    selection = AssetSelection.all() - AssetSelection.all_asset_checks()
+    selection = RUN_SELECTION
     if tags is None:
         selection = [alert_deliveries.key]
     elif detection_only:

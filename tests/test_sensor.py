@@ -139,3 +139,15 @@ def test_pending_alerts_sensor_retries_only_when_a_webhook_is_set_and_alerts_wai
         assert evaluate_alerts().skip_message == "no pending alerts"
     finally:
         get_settings.cache_clear()
+
+
+def test_runs_for_new_sessions_build_every_asset_and_leave_dbt_tests_to_the_hourly_schedule():
+    graph = defs.resolve_asset_graph()
+    [target] = defs.resolve_sensor_def("new_sessions").targets
+    sensor_selection = target.resolvable_to_job.selection
+    materializable = {key for key in graph.get_all_asset_keys() if graph.get(key).is_materializable}
+    assert sensor_selection.resolve(graph) == materializable
+    assert sensor_selection.resolve_checks(graph) == set()
+    schedule_selection = defs.resolve_schedule_def("marts_tests").target.resolvable_to_job.selection
+    assert schedule_selection.resolve_checks(graph) == graph.asset_check_keys
+    assert len(graph.asset_check_keys) >= 150  # one per dbt data test
