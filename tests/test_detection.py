@@ -384,3 +384,29 @@ def test_dbt_tests_run_as_asset_checks_on_the_marts(platform):
     assert len(evaluations) >= 150  # one per data test on the models
     assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
     assert not result.get_asset_materialization_events(), "checks only: no model rebuilt"
+
+
+def test_baseline_pin_and_show_from_the_command_line(platform):
+    tenant = platform["tenants"]["faults-b"]
+    env = {**os.environ, "BAGULA_DATABASE_URL": platform["url"]}
+
+    def bagula(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ingest_api.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    common = ["--project", tenant.name, "--agent", "research-agent"]
+    pinned = bagula("baseline", "pin", *common, "--from", (START + timedelta(days=1)).isoformat(),
+                    "--to", (START + timedelta(days=2)).isoformat())
+    assert pinned.returncode == 0, pinned.stderr
+    [baseline] = rows(platform["url"], "select baseline_id::text, session_count from baselines"
+                                       " where project_id = %s and agent_name = 'research-agent' and active",
+                      (tenant.project_id,))
+    assert baseline["baseline_id"] in pinned.stdout and f"{baseline['session_count']} sessions" in pinned.stdout
+    shown = bagula("baseline", "show", *common).stdout.splitlines()
+    assert shown[0].startswith(baseline["baseline_id"]) and "pinned active" in " ".join(shown[0].split())
+    assert "auto" in shown[1] and "inactive" in shown[1]
+    naive = bagula("baseline", "pin", *common, "--from", "2026-06-01T00:00:00", "--to", "2026-06-02T00:00:00Z")
+    assert naive.returncode != 0 and "time zone" in naive.stderr
+    unknown = bagula("baseline", "pin", "--project", "no-such-project", "--agent", "x",
+                     "--from", "2026-06-01T00:00:00Z", "--to", "2026-06-02T00:00:00Z")
+    assert unknown.returncode != 0 and "no project named" in unknown.stderr
