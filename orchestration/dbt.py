@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 
 from ingest_api.settings import get_settings
+from ingest_api.store import detection as store
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 
@@ -38,7 +39,7 @@ def dbt_env(database_url: str) -> dict[str, str]:
 def ingest_horizon(database_url: str) -> int:
     """One upper bound for every model of a run (see dbt_project/macros/ingest_window.sql)."""
     with psycopg.connect(database_url) as conn:
-        return conn.execute("select bagula_ingest_horizon()").fetchone()[0]
+        return store.ingest_horizon(conn)
 
 
 def dbt_args(*args: str, project_dir: Path | None = None) -> list[str]:

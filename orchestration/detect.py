@@ -62,7 +62,7 @@ def detect_days(conn: psycopg.Connection, days: list[date], only_batch: int | No
     if not days or not store.marts_ready(conn):
         return summary
     first, last = day_start(min(days)), day_start(max(days)) + timedelta(days=1)
-    for project_id in store.projects_with_sessions(conn, first, last):
+    for project_id in store.projects_with_sessions(conn, first, last, only_batch):
         frame = store.session_frame(conn, project_id, first - anomaly.HISTORY, last + CHILD_SLACK)
         _ensure_auto_baselines(conn, project_id, frame, last, summary)
         baselines = store.active_baselines(conn, project_id)
@@ -76,20 +76,17 @@ def detect_days(conn: psycopg.Connection, days: list[date], only_batch: int | No
 def _ensure_auto_baselines(conn: psycopg.Connection, project_id: str, frame: pl.DataFrame, until: datetime,
                            summary: DetectionSummary) -> None:
     """The first stable window of each agent's history, found once and kept."""
-    firsts = store.agent_first_sessions(conn, project_id)
-    for agent in sorted(frame.get_column("agent_name").unique().to_list()):
-        if store.has_auto_baseline(conn, project_id, agent) or agent not in firsts:
-            continue
-        history = store.session_frame(conn, project_id, firsts[agent], min(until, firsts[agent] + BASELINE_SEARCH),
+    agents = sorted(frame.get_column("agent_name").unique().to_list())
+    for agent, first in store.first_sessions_without_baseline(conn, project_id, agents).items():
+        history = store.session_frame(conn, project_id, first, min(until, first + BASELINE_SEARCH),
                                       agent_name=agent).drop("ingest_batch")
         window = baseline.find_stable_window(history)
         if window is None:
             continue
         start, end = window
         in_window = history.filter((pl.col("started_at") >= start) & (pl.col("started_at") < end))
-        saved = store.save_baseline(conn, project_id, agent, "auto", start, end, in_window.height,
-                                    baseline.summarize(in_window))
-        if saved is not None:
+        if store.save_auto_baseline(conn, project_id, agent, start, end, in_window.height,
+                                    baseline.summarize(in_window)) is not None:
             summary.baselines_created.append(agent)
 
 
@@ -129,7 +126,7 @@ def _detect_day(conn: psycopg.Connection, project_id: str, frame: pl.DataFrame, 
     if found:
         anomalies = pl.concat(found, how="vertical")
         anomalies = anomalies.join(started, on="session_id")
-        new, alerts = store.write_anomalies(conn, project_id, anomalies)
+        new, alerts = store.write_verdicts(conn, store.ANOMALIES, project_id, anomalies)
         summary.new_alerts += alerts
         summary.new_anomalies.update(new)
 
@@ -143,6 +140,6 @@ def _detect_day(conn: psycopg.Connection, project_id: str, frame: pl.DataFrame, 
             continue
         found = found.join(started, on="session_id").with_columns(
             pl.lit(str(base.baseline_id)).alias("baseline_id"))
-        new, alerts = store.write_regressions(conn, project_id, found)
+        new, alerts = store.write_verdicts(conn, store.REGRESSIONS, project_id, found)
         summary.new_alerts += alerts
         summary.new_regressions.update(new)

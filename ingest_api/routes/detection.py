@@ -10,8 +10,8 @@ from fastapi import APIRouter, Body, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from ingest_api.deps import ConnectionDep, PrincipalDep
+from ingest_api.routes.paging import cursor_position, require_zones
 from ingest_api.store import verdicts as store
-from ingest_api.store.sessions import decode_cursor
 
 router = APIRouter(tags=["detection"])
 
@@ -22,16 +22,10 @@ ANOMALY_TYPES = ("cost_spike", "latency_spike", "tool_usage_change", "isolation_
 
 
 def _filter(since: datetime | None, until: datetime | None, cursor: str | None, **fields) -> store.VerdictFilter:
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise HTTPException(422, f"{name} needs a time zone, e.g. 2026-11-25T10:00:00Z")
+    require_zones(since, until)
     if since is not None and until is not None and until <= since:
         raise HTTPException(422, "until must be after since")
-    try:
-        after = decode_cursor(cursor) if cursor else None
-    except ValueError:
-        raise HTTPException(422, "invalid cursor") from None
-    return store.VerdictFilter(since=since, until=until, after=after, **fields)
+    return store.VerdictFilter(since=since, until=until, after=cursor_position(cursor), **fields)
 
 
 SinceQuery = Annotated[datetime | None, Query(description="session started at or after (ISO 8601 with zone)")]

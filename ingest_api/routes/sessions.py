@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from ingest_api.deps import ConnectionDep, PrincipalDep
+from ingest_api.routes.paging import cursor_position, require_zones
 from ingest_api.store import sessions as session_store
 
 router = APIRouter(tags=["sessions"])
@@ -34,13 +35,8 @@ async def list_sessions(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
 ) -> dict:
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise HTTPException(422, f"{name} needs a time zone, e.g. 2026-11-25T10:00:00Z")
-    try:
-        after = session_store.decode_cursor(cursor) if cursor else None
-    except ValueError:
-        raise HTTPException(422, "invalid cursor") from None
+    require_zones(since, until)
+    after = cursor_position(cursor)
     items, next_cursor = await session_store.list_sessions(
         conn,
         principal.project_id,

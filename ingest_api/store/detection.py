@@ -10,7 +10,6 @@ that are new, which is what makes each alert exist exactly once.
 
 from __future__ import annotations
 
-import json
 import pickle
 import uuid
 import zlib
@@ -116,10 +115,13 @@ def marts_ready(conn: psycopg.Connection) -> bool:
     ).fetchone()[0]
 
 
-def projects_with_sessions(conn: psycopg.Connection, start: datetime, end: datetime) -> list[str]:
+def projects_with_sessions(conn: psycopg.Connection, start: datetime, end: datetime,
+                           only_batch: int | None = None) -> list[str]:
+    """Projects with sessions started in [start, end) (only those the build ``only_batch`` added)."""
     rows = conn.execute(
-        "select distinct project_id::text from marts.fct_sessions where started_at >= %s and started_at < %s",
-        (start, end),
+        "select distinct project_id::text from marts.fct_sessions where started_at >= %s and started_at < %s"
+        " and (%s::bigint is null or ingest_batch = %s::bigint)",
+        (start, end, only_batch, only_batch),
     ).fetchall()
     return sorted(r[0] for r in rows)
 
@@ -129,12 +131,21 @@ def utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def agent_first_sessions(conn: psycopg.Connection, project_id: str) -> dict[str, datetime]:
+def first_sessions_without_baseline(conn: psycopg.Connection, project_id: str,
+                                    agents: list[str]) -> dict[str, datetime]:
+    """When each of ``agents`` that has no automatic baseline yet started its first session."""
     rows = conn.execute(
-        "select agent_name, min(started_at) from marts.fct_sessions where project_id = %s group by agent_name",
-        (project_id,),
+        """
+        select agent_name,
+               (select min(started_at) from marts.fct_sessions s
+                where s.project_id = %(project)s and s.agent_name = agents.agent_name)
+        from unnest(%(agents)s::text[]) as agents (agent_name)
+        where not exists (select 1 from baselines b where b.project_id = %(project)s
+                          and b.agent_name = agents.agent_name and b.kind = 'auto')
+        """,
+        {"project": project_id, "agents": agents},
     ).fetchall()
-    return {agent: utc(first) for agent, first in rows}
+    return {agent: utc(first) for agent, first in rows if first is not None}
 
 
 # ------------------------------------------------------------------ baselines
@@ -167,40 +178,22 @@ def active_baselines(conn: psycopg.Connection, project_id: str) -> dict[str, Bas
     return {row[1]: Baseline.from_row(row) for row in rows}
 
 
-def has_auto_baseline(conn: psycopg.Connection, project_id: str, agent_name: str) -> bool:
-    return conn.execute(
-        "select exists (select 1 from baselines where project_id = %s and agent_name = %s and kind = 'auto')",
-        (project_id, agent_name),
-    ).fetchone()[0]
-
-
-def save_baseline(conn: psycopg.Connection, project_id: str | uuid.UUID, agent_name: str, kind: str,
-                  window_start: datetime, window_end: datetime, session_count: int,
-                  metrics: dict[str, Any]) -> Baseline | None:
-    """Store a baseline. A pinned one replaces the active baseline; the automatic one
-    is created once per agent (the first stable window) and only becomes active
-    when nothing is pinned. Returns the stored baseline (None: an automatic
-    baseline already existed)."""
-    with conn.transaction():
-        if kind == "pinned":
-            conn.execute("update baselines set active = false where project_id = %s and agent_name = %s and active",
-                         (project_id, agent_name))
-            active = True
-        else:
-            active = not conn.execute(
-                "select exists (select 1 from baselines where project_id = %s and agent_name = %s and active)",
-                (project_id, agent_name),
-            ).fetchone()[0]
-        row = conn.execute(
-            f"""
-            insert into baselines (project_id, agent_name, kind, window_start, window_end, session_count,
-                                   metrics, active)
-            values (%s, %s, %s, %s, %s, %s, %s, %s)
-            on conflict do nothing
-            returning {BASELINE_COLUMNS}
-            """,
-            (project_id, agent_name, kind, window_start, window_end, session_count, Jsonb(metrics), active),
-        ).fetchone()
+def save_auto_baseline(conn: psycopg.Connection, project_id: str, agent_name: str, window_start: datetime,
+                       window_end: datetime, session_count: int, metrics: dict[str, Any]) -> Baseline | None:
+    """Store an agent's automatic baseline (its first stable window), once: None when one
+    exists already. It becomes active only when nothing is pinned."""
+    row = conn.execute(
+        f"""
+        insert into baselines (project_id, agent_name, kind, window_start, window_end, session_count, metrics, active)
+        select %(project)s::uuid, %(agent)s::text, 'auto', %(start)s, %(end)s, %(count)s, %(metrics)s,
+               not exists (select 1 from baselines where project_id = %(project)s::uuid
+                           and agent_name = %(agent)s::text and active)
+        on conflict do nothing
+        returning {BASELINE_COLUMNS}
+        """,
+        {"project": project_id, "agent": agent_name, "start": window_start, "end": window_end,
+         "count": session_count, "metrics": Jsonb(metrics)},
+    ).fetchone()
     return Baseline.from_row(row) if row else None
 
 
@@ -237,10 +230,9 @@ def save_model(conn: psycopg.Connection, project_id: str, agent_name: str, kind:
 # ------------------------------------------------------------------ verdicts and alerts
 
 
-def _alert_payload_sql(source: str) -> str:
+def _alert_payload_sql(kind: str) -> str:
     """A Slack-compatible message for a new critical verdict (built in SQL so that the
-    verdict and its alert are one statement)."""
-    kind = "anomaly_type" if source == "anomaly" else "'regression'"
+    verdict and its alert are one statement); ``kind`` is the SQL naming its type."""
     return f"""
         jsonb_build_object(
             'text', format(':rotating_light: [%%s] %%s on %%s: %%s (session %%s)',
@@ -264,82 +256,60 @@ def _copy_rows(conn: psycopg.Connection, table: str, columns: list[str], rows: l
             copy.write_row(row)
 
 
-ANOMALY_COLUMNS = ["session_id", "agent_name", "session_started_at", "anomaly_type", "severity", "score",
-                   "explanation", "details", "model_version"]
-REGRESSION_COLUMNS = ["session_id", "agent_name", "session_started_at", "baseline_id", "severity", "score",
-                      "explanation", "differences"]
+@dataclass(frozen=True)
+class VerdictTable:
+    table: str
+    source: str  # alerts.source
+    id_column: str
+    columns: dict[str, str]  # column -> type in the staging table
+    key: str  # the natural key new verdicts are told apart by
+    count_by: str  # what the returned counts are keyed by
+    type_sql: str  # the verdict's type in the alert's text
 
 
-def write_anomalies(conn: psycopg.Connection, project_id: str, verdicts: pl.DataFrame) -> tuple[dict, int]:
-    """Insert new anomaly verdicts (and alerts for the critical ones); returns
-    ({anomaly type: new verdicts}, new alerts)."""
+ANOMALIES = VerdictTable(
+    "anomalies", "anomaly", "anomaly_id",
+    {"session_id": "uuid", "agent_name": "text", "session_started_at": "timestamptz", "anomaly_type": "text",
+     "severity": "text", "score": "double precision", "explanation": "text", "details": "jsonb",
+     "model_version": "text"},
+    "project_id, session_id, anomaly_type", "anomaly_type", "ins.anomaly_type")
+REGRESSIONS = VerdictTable(
+    "regressions", "regression", "regression_id",
+    {"session_id": "uuid", "agent_name": "text", "session_started_at": "timestamptz", "baseline_id": "uuid",
+     "severity": "text", "score": "double precision", "explanation": "text", "differences": "jsonb"},
+    "project_id, session_id, baseline_id", "severity", "'regression'")
+
+
+def write_verdicts(conn: psycopg.Connection, kind: VerdictTable, project_id: str,
+                   verdicts: pl.DataFrame) -> tuple[dict, int]:
+    """Insert the verdicts that are new, and an alert for each new critical one;
+    returns ({kind.count_by value: new verdicts}, new alerts)."""
     if verdicts.is_empty():
         return {}, 0
-    rows = verdicts.select(ANOMALY_COLUMNS).rows()
+    columns = list(kind.columns)
+    staging = f"{kind.table}_batch"
     with conn.transaction():
-        conn.execute("""
-            create temporary table anomalies_batch (
-                session_id uuid, agent_name text, session_started_at timestamptz, anomaly_type text,
-                severity text, score double precision, explanation text, details jsonb, model_version text
-            ) on commit drop
-        """)
-        _copy_rows(conn, "anomalies_batch", ANOMALY_COLUMNS, rows)
+        conn.execute(f"create temporary table {staging} ("
+                     + ", ".join(f"{name} {type_}" for name, type_ in kind.columns.items()) + ") on commit drop")
+        _copy_rows(conn, staging, columns, verdicts.select(columns).rows())
         new, alerts = conn.execute(
             f"""
             with ins as (
-                insert into anomalies (project_id, {', '.join(ANOMALY_COLUMNS)})
-                select %(project)s, {', '.join(ANOMALY_COLUMNS)} from anomalies_batch
-                on conflict (project_id, session_id, anomaly_type) do nothing
+                insert into {kind.table} (project_id, {', '.join(columns)})
+                select %(project)s, {', '.join(columns)} from {staging}
+                on conflict ({kind.key}) do nothing
                 returning *
             ),
             alerted as (
                 insert into alerts (project_id, source, source_id, agent_name, session_id, severity, payload)
-                select ins.project_id, 'anomaly', ins.anomaly_id, ins.agent_name, ins.session_id, ins.severity,
-                       {_alert_payload_sql('anomaly')}
+                select ins.project_id, '{kind.source}', ins.{kind.id_column}, ins.agent_name, ins.session_id,
+                       ins.severity, {_alert_payload_sql(kind.type_sql)}
                 from ins join projects using (project_id)
                 where ins.severity = 'critical'
                 returning 1
             )
-            select (select coalesce(jsonb_object_agg(anomaly_type, n), '{{}}')
-                    from (select anomaly_type, count(*) as n from ins group by anomaly_type) as counts),
-                   (select count(*) from alerted)
-            """,
-            {"project": project_id},
-        ).fetchone()
-    return new, alerts
-
-
-def write_regressions(conn: psycopg.Connection, project_id: str, verdicts: pl.DataFrame) -> tuple[dict, int]:
-    """Like write_anomalies; returns ({severity: new verdicts}, new alerts)."""
-    if verdicts.is_empty():
-        return {}, 0
-    rows = verdicts.select(REGRESSION_COLUMNS).rows()
-    with conn.transaction():
-        conn.execute("""
-            create temporary table regressions_batch (
-                session_id uuid, agent_name text, session_started_at timestamptz, baseline_id uuid,
-                severity text, score double precision, explanation text, differences jsonb
-            ) on commit drop
-        """)
-        _copy_rows(conn, "regressions_batch", REGRESSION_COLUMNS, rows)
-        new, alerts = conn.execute(
-            f"""
-            with ins as (
-                insert into regressions (project_id, {', '.join(REGRESSION_COLUMNS)})
-                select %(project)s, {', '.join(REGRESSION_COLUMNS)} from regressions_batch
-                on conflict (project_id, session_id, baseline_id) do nothing
-                returning *
-            ),
-            alerted as (
-                insert into alerts (project_id, source, source_id, agent_name, session_id, severity, payload)
-                select ins.project_id, 'regression', ins.regression_id, ins.agent_name, ins.session_id,
-                       ins.severity, {_alert_payload_sql('regression')}
-                from ins join projects using (project_id)
-                where ins.severity = 'critical'
-                returning 1
-            )
-            select (select coalesce(jsonb_object_agg(severity, n), '{{}}')
-                    from (select severity, count(*) as n from ins group by severity) as counts),
+            select (select coalesce(jsonb_object_agg({kind.count_by}, n), '{{}}')
+                    from (select {kind.count_by}, count(*) as n from ins group by {kind.count_by}) as counts),
                    (select count(*) from alerted)
             """,
             {"project": project_id},
@@ -398,10 +368,6 @@ def deliver_pending_alerts(conn: psycopg.Connection, send: Any, limit: int = 10_
 
 def pending_alert_count(conn: psycopg.Connection) -> int:
     return conn.execute("select count(*) from alerts where status = 'pending'").fetchone()[0]
-
-
-def json_text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 # ------------------------------------------------------------------ the ingestion watermark
