@@ -27,8 +27,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bagula.localdb import LocalPostgres, free_port  # noqa: E402
 from ingest_api import db  # noqa: E402
-from ingest_api.localdb import LocalPostgres, free_port  # noqa: E402
 from ingest_api.store import keys  # noqa: E402
 from ingest_api.store import sessions as session_store  # noqa: E402
 from ingest_api.store.keys import Principal  # noqa: E402

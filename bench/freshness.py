@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingest_api.localdb import free_port  # noqa: E402
+from bagula.localdb import free_port  # noqa: E402
 from simulator.agents import customer_support  # noqa: E402
 from simulator.faults import Injection  # noqa: E402
 
@@ -60,7 +60,7 @@ def main() -> None:
     env |= {"BAGULA_DATA_DIR": str(data_dir), "BAGULA_LOCAL_DB_PORT": str(free_port()),
             "BAGULA_DAGSTER_PORT": str(free_port()), "BAGULA_SUPERSET_PORT": str(free_port())}
     log = data_dir / "run.log"
-    platform = subprocess.Popen([sys.executable, "-m", "ingest_api.cli", "run", "--port", str(port)],
+    platform = subprocess.Popen([sys.executable, "-m", "bagula", "run", "--port", str(port)],
                                 env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -70,7 +70,7 @@ def main() -> None:
         wait(lambda: _ok(client, "/readyz"), 60, "the API")
 
         started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "ingest_api.cli", "simulate", "--days", str(args.history_days),
+        subprocess.run([sys.executable, "-m", "bagula", "simulate", "--days", str(args.history_days),
                         "--seed", "5", "--agents", "support", "--api-key", key, "--endpoint", base,
                         "--no-progress"], check=True, env=env, capture_output=True)
         sent = sum(a["sessionCount"] for a in client.get("/v1/agents").json()["agents"])
@@ -119,7 +119,7 @@ def _judged(client: httpx.Client) -> int:
 
 def _listed(client: httpx.Client, session_id: str) -> bool:
     page = client.get(f"/v1/agents/{AGENT}/anomalies", params={"type": "cost_spike", "limit": 20})
-    return page.status_code == 200 and any(a["session_id"] == session_id for a in page.json()["anomalies"])
+    return page.status_code == 200 and any(a["sessionId"] == session_id for a in page.json()["anomalies"])
 
 
 if __name__ == "__main__":

@@ -31,13 +31,13 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bagula.localdb import LocalPostgres, free_port  # noqa: E402
 from ingest_api import db  # noqa: E402
-from ingest_api.localdb import LocalPostgres, free_port  # noqa: E402
-from ingest_api.sample_sessions import make_session  # noqa: E402
 from ingest_api.store import keys  # noqa: E402
 from ingest_api.store.keys import Principal  # noqa: E402
 from ingest_api.store.sessions import SessionRows  # noqa: E402
 from ingest_api.wire import validate_session  # noqa: E402
+from simulator.samples import make_session  # noqa: E402
 
 
 def make_batches(count: int, size: int, seed: int) -> list[list[dict]]:
@@ -138,7 +138,7 @@ def main() -> None:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             api = subprocess.Popen(
-                [sys.executable, "-m", "ingest_api.cli", "api", "--port", str(port), "--workers", str(args.workers)],
+                [sys.executable, "-m", "bagula", "api", "--port", str(port), "--workers", str(args.workers)],
                 env={**os.environ, "BAGULA_DATABASE_URL": database_url},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )

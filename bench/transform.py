@@ -25,13 +25,13 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bagula.localdb import LocalPostgres, free_port  # noqa: E402
 from ingest_api import db  # noqa: E402
-from ingest_api.localdb import LocalPostgres, free_port  # noqa: E402
 from ingest_api.store import keys  # noqa: E402
 from ingest_api.store import sessions as session_store  # noqa: E402
 from ingest_api.store.keys import Principal  # noqa: E402
 from ingest_api.wire import validate_session  # noqa: E402
-from orchestration.dbt import dbt_project_dir, ingest_horizon, run_dbt, transform  # noqa: E402
+from orchestration.dbt import PROJECT_DIR, build_vars, run_dbt, transform  # noqa: E402
 from simulator.run import generate  # noqa: E402
 
 DAY = 86_400_000
@@ -55,7 +55,7 @@ async def load(url: str, principal: Principal, sessions: list[dict]) -> None:
 
 
 def model_seconds() -> float:
-    results = json.loads((dbt_project_dir() / "target" / "run_results.json").read_text())
+    results = json.loads((PROJECT_DIR / "target" / "run_results.json").read_text())
     return sum(r["execution_time"] for r in results["results"] if r["unique_id"].startswith("model."))
 
 
@@ -81,9 +81,9 @@ def measure(cluster: LocalPostgres, history: int, new: int) -> dict:
 
     fresh = simulated(new, max(s["endTime"] for s in old) + 60_000, seed=2)
     asyncio.run(load(url, principal, fresh))
-    horizon = json.dumps({"ingest_horizon": ingest_horizon(url)})
+    upto = json.dumps({"watermark": build_vars(url)["watermark"]})
     started = time.perf_counter()
-    assert run_dbt(url, "run", "--quiet", "--vars", horizon), "incremental run failed"
+    assert run_dbt(url, "run", "--quiet", "--vars", upto), "incremental run failed"
     run_wall = time.perf_counter() - started
     run_models = model_seconds()
 

@@ -1,21 +1,28 @@
-"""The FastAPI application: one async connection pool, small routers per resource."""
+"""The FastAPI application: one async connection pool, small routers per resource, one
+response convention (``ingest_api.schemas``) and one error shape (``ingest_api.problems``)."""
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-import psycopg
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
+from ingest_api import problems
 from ingest_api.routes import detection, health, ingest, metrics, sessions
-from ingest_api.settings import Settings, get_settings
+from ingest_api.settings import ApiSettings, get_api_settings
+
+DESCRIPTION = """Every `/v1` call needs `Authorization: Bearer <key>`; the key decides the project.
+
+Responses use camelCase field names, times in epoch milliseconds and `nextCursor` for the
+next page of a list. Errors are RFC 9457 problem details (`application/problem+json`):
+`{"type", "title", "status", "detail", "errors": [{"field", "message"}]}`. Time parameters
+(`since`, `until`, a baseline's `from`/`to`) take epoch milliseconds or ISO 8601 with a zone."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or get_api_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -43,32 +50,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Bagula",
         version="0.1.0",
         summary="Observability for AI agents in production: ingest and query agent sessions.",
+        description=DESCRIPTION,
         lifespan=lifespan,
     )
-
-    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": "database unavailable; nothing was stored, retry later"},
-            status_code=503,
-            headers={"Retry-After": str(settings.retry_after_s)},
-        )
-
-    app.add_exception_handler(psycopg.OperationalError, database_unavailable)
-    app.add_exception_handler(PoolTimeout, database_unavailable)
-
-    app.include_router(health.router)
-    app.include_router(ingest.router)
-    app.include_router(sessions.router)
-    app.include_router(metrics.router)
-    app.include_router(detection.router)
+    problems.install(app, settings.retry_after_s)
+    for module in (health, ingest, sessions, metrics, detection):
+        app.include_router(module.router, responses=problems.RESPONSES)
 
     def openapi() -> dict:
         # The ingest body is parsed by hand (gzip, limits, per-session errors);
         # publish its models so /docs still shows the wire format.
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
-            )
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                                 description=app.description, routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(ingest.OPENAPI_DEFS)
             app.openapi_schema = schema
         return app.openapi_schema

@@ -9,12 +9,12 @@ import psycopg
 from fastapi import Depends, HTTPException, Request
 from psycopg_pool import AsyncConnectionPool
 
-from ingest_api.settings import Settings
+from ingest_api.settings import ApiSettings
 from ingest_api.store import keys
 from ingest_api.store.keys import Principal
 
 
-def get_settings(request: Request) -> Settings:
+def get_settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
@@ -22,7 +22,7 @@ def get_pool(request: Request) -> AsyncConnectionPool:
     return request.app.state.pool
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError, with_config
@@ -26,6 +27,22 @@ Id = Annotated[str, Strict(), Field(min_length=1, max_length=255)]
 Name = Annotated[str, Strict(), Field(min_length=1, max_length=255)]
 Text = Annotated[str, Strict()]
 StrictUuid = uuid.UUID
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MS = timedelta(milliseconds=1)
+
+
+def from_epoch_ms(ms: float | None) -> datetime | None:
+    """Wire time (epoch milliseconds) -> datetime (UTC)."""
+    return None if ms is None else EPOCH + ms * MS
+
+
+def epoch_ms(moment: datetime | None) -> int | float | None:
+    """datetime -> wire time: epoch milliseconds, an integer unless it has sub-millisecond digits."""
+    if moment is None:
+        return None
+    value = (moment - EPOCH) / MS
+    return int(value) if value.is_integer() else value
 
 
 # TypedDicts rather than models: validation returns plain dicts, about three

@@ -29,8 +29,6 @@ import polars as pl
 
 from ml.schema import conform
 
-SEVERITIES = ("minor", "major", "critical")
-SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 IQR_TO_SIGMA = 1.349  # a normal distribution's interquartile range in sigmas
 MAX_CALLS_BUCKET = 12  # sessions of at least this many LLM calls are compared together
 

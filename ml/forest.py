@@ -38,6 +38,7 @@ import polars as pl
 from sklearn.ensemble import IsolationForest
 
 from ml.features import derive, iso, to_json
+from ml.verdicts import ISOLATION_FOREST, anomalies, capitalized, no_anomalies
 
 FEATURES: list[str] = ["log_cost_per_call", "log_tokens_per_call", "log_latency_per_call", "turn_count",
                        "tool_call_count", "tool_error_count", "user_satisfaction"]
@@ -54,9 +55,6 @@ LABELS = {"log_cost_per_call": "cost per call", "log_tokens_per_call": "tokens p
           "log_latency_per_call": "active time per call",
           "turn_count": "turns", "tool_call_count": "tool calls", "tool_error_count": "tool errors",
           "user_satisfaction": "satisfaction"}
-
-OUTPUT_SCHEMA = {"session_id": pl.Utf8, "agent_name": pl.Utf8, "anomaly_type": pl.Utf8, "severity": pl.Utf8,
-                 "score": pl.Float64, "explanation": pl.Utf8, "details": pl.Utf8, "model_version": pl.Utf8}
 
 
 @dataclass
@@ -130,7 +128,7 @@ def train(history: pl.DataFrame, *, agent_name: str, day_start: datetime) -> Tra
 def score(forest: TrainedForest, sessions: pl.DataFrame) -> pl.DataFrame:
     """Verdicts ("isolation_forest") for the anomalous ones among ``sessions``."""
     if sessions.is_empty():
-        return pl.DataFrame(schema=OUTPUT_SCHEMA)
+        return no_anomalies()
     f, x = _matrix(sessions, forest.fill_values)
     scores = -forest.model.score_samples(x)
     t = forest.thresholds
@@ -151,17 +149,15 @@ def score(forest: TrainedForest, sessions: pl.DataFrame) -> pl.DataFrame:
             text += "; most unusual: " + ", ".join(parts)
         out.append({
             "session_id": f.get_column("session_id")[int(i)], "agent_name": f.get_column("agent_name")[int(i)],
-            "anomaly_type": "isolation_forest", "severity": severity, "score": round(s, 6),
-            "explanation": text[:1].upper() + text[1:],
+            "anomaly_type": ISOLATION_FOREST, "severity": severity, "score": round(s, 6),
+            "explanation": capitalized(text),
             "details": to_json({"score": s, "thresholds": t, "model_version": forest.version,
                                 "features": {n: _natural(n, x[i, k]) for k, n in enumerate(forest.features)},
                                 "deviations_sigma": deviations, "trained_rows": forest.trained_rows,
                                 "trained_from": iso(forest.trained_from), "trained_until": iso(forest.trained_until)}),
             "model_version": forest.version,
         })
-    if not out:
-        return pl.DataFrame(schema=OUTPUT_SCHEMA)
-    return pl.DataFrame(out, schema=OUTPUT_SCHEMA, orient="row")
+    return anomalies(out)
 
 
 def _natural(name: str, value: float) -> float:

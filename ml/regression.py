@@ -33,7 +33,8 @@ from typing import Any
 
 import polars as pl
 
-from ml.features import SEVERITIES, SEVERITY_RANK, derive, millis, money, pct, times, to_json
+from ml.features import derive, millis, money, pct, times, to_json
+from ml.verdicts import REGRESSION_SCHEMA, SEVERITIES, SEVERITY_RANK
 
 MISSING_TOOL_SHARE = 0.90
 ALWAYS_SHARE = 0.98
@@ -45,21 +46,19 @@ COST_LEVELS = ((4.0, 8.0, "critical"), (2.5, 6.0, "major"), (1.5, 4.0, "minor"))
 LATENCY_LEVELS = ((5.0, 7.0, "critical"), (3.0, 5.0, "major"), (2.0, 3.5, "minor"))
 POINTS = {"minor": 1.0, "major": 3.0, "critical": 9.0}
 
-OUTPUT_SCHEMA = {"session_id": pl.Utf8, "agent_name": pl.Utf8, "severity": pl.Utf8, "score": pl.Float64,
-                 "explanation": pl.Utf8, "differences": pl.Utf8}
 
 
 def compare(sessions: pl.DataFrame, baseline: dict) -> pl.DataFrame:
     """The sessions (one agent) that regressed against ``baseline`` (a ``summarize()`` output)."""
     if sessions.is_empty():
-        return pl.DataFrame(schema=OUTPUT_SCHEMA)
+        return pl.DataFrame(schema=REGRESSION_SCHEMA)
     f = derive(sessions).sort("started_at", "session_id")
     rows = []
     for session in f.iter_rows(named=True):
         differences = _differences(session, baseline)
         if differences:
             rows.append(_verdict(session, differences))
-    return pl.DataFrame(rows, schema=OUTPUT_SCHEMA, orient="row") if rows else pl.DataFrame(schema=OUTPUT_SCHEMA)
+    return pl.DataFrame(rows, schema=REGRESSION_SCHEMA, orient="row") if rows else pl.DataFrame(schema=REGRESSION_SCHEMA)
 
 
 def _verdict(session: dict, differences: list[dict]) -> dict:

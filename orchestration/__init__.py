@@ -1,1 +1,2 @@
-"""Running the analytics (dbt) and, later, detection around the raw tables."""
+"""Everything that runs after ingest: the dbt marts, detection and alerts, orchestrated
+by Dagster (definitions, assets, sensors). Imports ``ml``, never the API."""

@@ -1,5 +1,5 @@
-"""Assets: every dbt model (tests as asset checks), detection per day, alert delivery."""
-
+"""Assets: every dbt model (tests as asset checks), detection per day, alert delivery.
+Thin wiring: the work is in orchestration.dbt and orchestration.detection."""
 
 import json
 import os
@@ -17,29 +17,38 @@ from dagster import (
 )
 from dagster_dbt import DbtCliResource, dbt_assets, get_asset_key_for_model
 
-from ingest_api.settings import get_settings
-from orchestration.alerts import deliver_alerts
+from orchestration import watermark
 from orchestration.dbt import build_vars, ensure_manifest, prepare_marts
-from orchestration.detect import detect_days
-from orchestration.partitions import HORIZON_TAG, daily
+from orchestration.detection.alerts import deliver_alerts
+from orchestration.detection.detect import Built, detect_days
+from orchestration.partitions import daily
 from orchestration.resources import BagulaDatabase
+from orchestration.settings import get_orchestration_settings
 
 
 @dbt_assets(manifest=ensure_manifest())
 def bagula_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, database: BagulaDatabase):
-    """`dbt build` of the selected models: incremental up to the run's ingest horizon."""
+    """`dbt build` of the selected models: incremental up to the run's watermark."""
     os.environ.update(database.dbt_env())
     if not prepare_marts(database.database_url):
         raise Failure("dbt run --empty failed: the marts could not be created")
-    horizon = context.run.tags.get(HORIZON_TAG)
-    build = build_vars(database.database_url, int(horizon) if horizon else None)
+    upto = context.run.tags.get(watermark.RUN_TAG)
+    build = build_vars(database.database_url, int(upto) if upto else None)
     yield from dbt.cli(["build", "--vars", json.dumps(build)], context=context).stream()
 
 
 MART_DEPS = [get_asset_key_for_model([bagula_dbt_models], model)
-             for model in ("fct_sessions", "fct_llm_calls", "fct_tool_calls")]
+             for model in ("fct_sessions", "fct_llm_calls", "fct_tool_calls", "detection_sessions")]
 ANOMALIES = AssetKey(["detection", "anomalies"])
 REGRESSIONS = AssetKey(["detection", "regressions"])
+
+
+def _built(tags: dict[str, str]) -> Built | None:
+    """What a run launched for new data judges: the rows its build wrote. None for a
+    backfill or a rerun (no tags): whole days, keeping what is already judged."""
+    if watermark.RUN_TAG not in tags:
+        return None
+    return Built(after=int(tags.get(watermark.PREVIOUS_RUN_TAG, 0)), upto=int(tags[watermark.RUN_TAG]))
 
 
 @multi_asset(
@@ -60,11 +69,8 @@ def detection(context: AssetExecutionContext, database: BagulaDatabase):
     while day < window.end:
         days.append(day.date())
         day += timedelta(days=1)
-    horizon = context.run.tags.get(HORIZON_TAG)
     with database.connect() as conn:
-        # A run launched for new data judges only the sessions its dbt build added;
-        # a backfill or rerun judges whole days (what is already judged is kept).
-        summary = detect_days(conn, days, only_batch=int(horizon) if horizon else None, log=context.log.info)
+        summary = detect_days(conn, days, built=_built(context.run.tags), log=context.log.info)
     metadata = summary.as_metadata()
     yield MaterializeResult(asset_key=ANOMALIES, metadata={
         k: v for k, v in metadata.items() if not k.startswith("new_regressions")})
@@ -76,7 +82,7 @@ def detection(context: AssetExecutionContext, database: BagulaDatabase):
        description="Critical verdicts posted to the webhook (BAGULA_ALERT_WEBHOOK_URL), once each.")
 def alert_deliveries(context: AssetExecutionContext, database: BagulaDatabase) -> MaterializeResult:
     with database.connect() as conn:
-        outcome = deliver_alerts(conn, get_settings())
+        outcome = deliver_alerts(conn, get_orchestration_settings())
     if not outcome["webhook"] and outcome["pending"]:
         context.log.warning(f"{outcome['pending']} alerts pending: BAGULA_ALERT_WEBHOOK_URL is not set")
     if outcome["failed"]:

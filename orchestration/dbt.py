@@ -1,4 +1,5 @@
-"""dbt, configured from BAGULA_DATABASE_URL alone: the project ships its own profile."""
+"""The dbt project (one path, ``dbt_project/`` beside the code) and how we run it,
+configured from BAGULA_DATABASE_URL alone: the project ships its own profile."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import psycopg
+from dagster_dbt import DbtProject
 
-from ingest_api.settings import get_settings
-from ingest_api.store import detection as store
+from orchestration import watermark
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
-
-
-def dbt_project_dir() -> Path:
-    return get_settings().dbt_project_dir or DBT_PROJECT_DIR
+PROJECT = DbtProject(
+    project_dir=Path(__file__).resolve().parents[1] / "dbt_project",
+    profiles_dir=Path(__file__).resolve().parents[1] / "dbt_project",
+)
+PROJECT_DIR = Path(PROJECT.project_dir)
 
 
 def dbt_env(database_url: str) -> dict[str, str]:
@@ -36,33 +37,18 @@ def dbt_env(database_url: str) -> dict[str, str]:
     }
 
 
-def ingest_horizon(database_url: str) -> int:
-    """One upper bound for every model of a run (see dbt_project/macros/ingest_window.sql)."""
-    with psycopg.connect(database_url) as conn:
-        return store.ingest_horizon(conn)
-
-
-def dbt_args(*args: str, project_dir: Path | None = None) -> list[str]:
+def dbt_args(*args: str) -> list[str]:
     """A dbt command line (``build --select x``) pointed at our project and its profile."""
-    project = str(project_dir or dbt_project_dir())
-    return [*args, "--project-dir", project, "--profiles-dir", project]
+    return [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT.profiles_dir)]
 
 
-def run_dbt(database_url: str, *args: str, project_dir: Path | None = None) -> bool:
+def run_dbt(database_url: str, *args: str) -> bool:
     """Invoke dbt in this process; True when every node succeeded."""
     from dbt.cli.main import dbtRunner
 
     os.environ.update(dbt_env(database_url))
-    result = dbtRunner().invoke(dbt_args(*args, project_dir=project_dir))
+    result = dbtRunner().invoke(dbt_args(*args))
     return bool(result.success)
-
-
-def previous_horizon(database_url: str) -> int:
-    """The horizon the last run read up to (0 before the first run)."""
-    with psycopg.connect(database_url) as conn:
-        if conn.execute("select to_regclass('marts.fct_sessions') is null").fetchone()[0]:
-            return 0
-        return conn.execute("select coalesce(max(ingest_batch), 0) from marts.fct_sessions").fetchone()[0]
 
 
 def marts_exist(database_url: str) -> bool:
@@ -76,14 +62,16 @@ def prepare_marts(database_url: str) -> bool:
     return marts_exist(database_url) or run_dbt(database_url, "run", "--empty")
 
 
-def build_vars(database_url: str, horizon: int | None = None, full_refresh: bool = False) -> dict[str, int]:
-    """The variables of one incremental build up to ``horizon`` (default: now's)."""
-    if horizon is None:
-        horizon = ingest_horizon(database_url)
-    # Test what this run reads and writes, not the history (see dbt_project.yml): raw
-    # rows from the previous horizon on, mart rows stamped with this one.
-    previous = 0 if full_refresh else previous_horizon(database_url)
-    return {"ingest_horizon": horizon, "test_from_batch": horizon, "test_from_txid": previous}
+def build_vars(database_url: str, upto: int | None = None, full_refresh: bool = False) -> dict[str, int]:
+    """The variables of one incremental build up to the watermark ``upto`` (default: now's).
+
+    ``previous_watermark`` scopes the staging tests to the raw rows this build reads and
+    ``watermark`` the mart tests to the rows it writes (see dbt_project.yml)."""
+    with psycopg.connect(database_url) as conn:
+        if upto is None:
+            upto = watermark.current(conn)
+        previous = 0 if full_refresh else watermark.of_marts(conn)
+    return {"watermark": upto, "previous_watermark": previous}
 
 
 def _manifest_stale(manifest: Path) -> bool:
@@ -91,17 +79,16 @@ def _manifest_stale(manifest: Path) -> bool:
     if not manifest.exists():
         return True
     built = manifest.stat().st_mtime
-    sources = [DBT_PROJECT_DIR / "dbt_project.yml", *(DBT_PROJECT_DIR / "models").rglob("*"),
-               *(DBT_PROJECT_DIR / "macros").rglob("*"), *(DBT_PROJECT_DIR / "tests").rglob("*")]
+    sources = [PROJECT_DIR / "dbt_project.yml", *(PROJECT_DIR / "models").rglob("*"),
+               *(PROJECT_DIR / "macros").rglob("*"), *(PROJECT_DIR / "tests").rglob("*")]
     return any(path.is_file() and path.stat().st_mtime > built for path in sources)
 
 
 def ensure_manifest() -> Path:
     """dbt's manifest, which Dagster reads to know the models; parsed when missing or stale.
     Parsing never connects, so placeholder connection settings do."""
-    manifest = DBT_PROJECT_DIR / "target" / "manifest.json"
-    if _manifest_stale(manifest) and not run_dbt("postgresql://parse@localhost/parse", "parse", "--quiet",
-                                                 project_dir=DBT_PROJECT_DIR):
+    manifest = Path(PROJECT.manifest_path)
+    if _manifest_stale(manifest) and not run_dbt("postgresql://parse@localhost/parse", "parse", "--quiet"):
         raise RuntimeError("dbt parse failed: cannot load the dbt project")
     return manifest
 
@@ -110,8 +97,7 @@ def transform(database_url: str, *extra: str, full_refresh: bool = False) -> boo
     """`dbt build` of every model and test, incremental unless ``full_refresh``."""
     if not prepare_marts(database_url):
         return False
-    test_vars = build_vars(database_url, full_refresh=full_refresh)
-    args = ["--vars", json.dumps(test_vars), *extra]
+    args = ["--vars", json.dumps(build_vars(database_url, full_refresh=full_refresh)), *extra]
     if full_refresh:
         args.append("--full-refresh")
     return run_dbt(database_url, "build", *args)

@@ -10,14 +10,12 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from ingest_api.settings import Settings
-
 STORAGE_URL_ENV = "BAGULA_DAGSTER_STORAGE_URL"
 
 # Runs are queued and run one at a time: every run that builds the marts must see
 # the previous one's result (incremental models), and detection runs are short.
 INSTANCE_YAML = f"""\
-# Written by `bagula run`; edits are overwritten.
+# Written by `bagula run` (and `bagula dagster ...`); edits are overwritten.
 storage:
   postgres:
     postgres_url:
@@ -33,10 +31,6 @@ telemetry:
 """
 
 
-def dagster_home(settings: Settings) -> Path:
-    return (settings.dagster_home or settings.data_dir / "dagster").resolve()
-
-
 def storage_url(database_url: str) -> str:
     """The database URL with Dagster's schema first on the search path, for psycopg2:
     dagster-postgres needs that driver (SQLAlchemy 2.1 would pick psycopg 3 for
@@ -47,9 +41,8 @@ def storage_url(database_url: str) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
-def prepare(settings: Settings, database_url: str) -> dict[str, str]:
-    """Write dagster.yaml; returns the environment Dagster's processes need."""
-    home = dagster_home(settings)
+def prepare(home: Path, database_url: str) -> dict[str, str]:
+    """Write dagster.yaml into ``home``; returns the environment Dagster's processes need."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
     return {"DAGSTER_HOME": str(home), STORAGE_URL_ENV: storage_url(database_url),

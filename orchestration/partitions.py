@@ -12,12 +12,6 @@ FIRST_DAY = "2025-01-01"
 # end_offset=1: today's partition exists while the day is in progress (live detection).
 daily = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC", end_offset=1)
 
-# Run tags written by the sensor (and `bagula pipeline run`): the ingest horizon the run
-# reads up to, and the one the previous run stopped at. Without them (a backfill or a
-# rerun from the UI), a run rebuilds the marts up to now and judges whole days.
-HORIZON_TAG = "bagula/ingest_horizon"
-FROM_HORIZON_TAG = "bagula/ingest_from"
-
 
 def day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)

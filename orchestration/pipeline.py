@@ -1,37 +1,44 @@
 """`bagula pipeline run`: what the sensor would launch, materialised in this process."""
 
+from datetime import date, datetime, timezone
+
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from ingest_api.store import detection as store
+from orchestration import watermark
 from orchestration.assets import ANOMALIES, REGRESSIONS, alert_deliveries, bagula_dbt_models, detection
-from orchestration.dbt import previous_horizon
-from orchestration.partitions import FROM_HORIZON_TAG, HORIZON_TAG, clip_days
+from orchestration.detection.alerts import pending_alert_count
+from orchestration.partitions import clip_days
 from orchestration.resources import BagulaDatabase, resources
 from orchestration.sensors import RUN_SELECTION
 
 ASSETS = [bagula_dbt_models, detection, alert_deliveries]
 
 
-def plan(database_url: str, days: list | None = None, today=None) -> tuple[dict[str, str] | None, str]:
-    """Run tags for ``days`` (a backfill: whole days judged), or by default for the
-    sessions ingested since the marts were last built (only those judged)."""
-    from datetime import datetime, timezone
-
-    database = BagulaDatabase(database_url=database_url)
+def plan(database_url: str, days: list[date] | None = None, today: date | None = None,
+         all_days: bool = False) -> tuple[dict[str, str] | None, str]:
+    """Run tags for ``days`` (or every day with sessions: ``all_days``), a backfill that
+    judges whole days; by default for the sessions ingested since the marts were last
+    built (only those judged)."""
     tags: dict[str, str] = {}
-    with database.connect() as conn:
-        if days is None:
-            previous = previous_horizon(database_url)
-            horizon = store.ingest_horizon(conn)
-            days = store.touched_days(conn, previous, horizon)
-            tags = {HORIZON_TAG: str(horizon), FROM_HORIZON_TAG: str(previous)}
+    with BagulaDatabase(database_url=database_url).connect() as conn:
+        if all_days:
+            days = watermark.session_days(conn)
+        elif days is None:
+            previous, upto = watermark.of_marts(conn), watermark.current(conn)
+            days = watermark.touched_days(conn, previous, upto)
+            tags = {watermark.RUN_TAG: str(upto), watermark.PREVIOUS_RUN_TAG: str(previous)}
     inside, outside = clip_days(sorted(days), today or datetime.now(timezone.utc).date())
     if not inside:
         return None, "no sessions to judge" + (f" ({len(outside)} day(s) outside the partitions)" if outside else "")
     tags[ASSET_PARTITION_RANGE_START_TAG] = min(inside).isoformat()
     tags[ASSET_PARTITION_RANGE_END_TAG] = max(inside).isoformat()
     return tags, f"{len(inside)} day(s) {min(inside)}..{max(inside)}"
+
+
+def pending_alerts(database_url: str) -> int:
+    with BagulaDatabase(database_url=database_url).connect() as conn:
+        return pending_alert_count(conn)
 
 
 def run_pipeline(tags: dict[str, str] | None, instance: DagsterInstance | None = None,
@@ -53,6 +60,6 @@ def detection_metadata(result: ExecuteInProcessResult) -> dict[str, object]:
     found: dict[str, object] = {}
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
-        if materialization.asset_key in (ANOMALIES, REGRESSIONS) or materialization.asset_key == alert_deliveries.key:
+        if materialization.asset_key in (ANOMALIES, REGRESSIONS, alert_deliveries.key):
             found.update({k: v.value for k, v in materialization.metadata.items()})
     return found

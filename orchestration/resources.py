@@ -9,7 +9,7 @@ import psycopg
 from dagster import ConfigurableResource, EnvVar
 from dagster_dbt import DbtCliResource
 
-from orchestration.dbt import DBT_PROJECT_DIR, dbt_env
+from orchestration.dbt import PROJECT, dbt_env
 
 
 class BagulaDatabase(ConfigurableResource):
@@ -32,9 +32,7 @@ def dbt_executable() -> str:
 
 
 def resources() -> dict[str, object]:
-    # The dbt project beside the code: its manifest is what the definitions are built from.
-    project = str(DBT_PROJECT_DIR)
     return {
         "database": BagulaDatabase(database_url=EnvVar("BAGULA_DATABASE_URL")),
-        "dbt": DbtCliResource(project_dir=project, profiles_dir=project, dbt_executable=dbt_executable()),
+        "dbt": DbtCliResource(project_dir=PROJECT, dbt_executable=dbt_executable()),
     }

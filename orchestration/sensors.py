@@ -1,4 +1,4 @@
-"""Sensors: newly ingested sessions (by the ingestion watermark), undelivered alerts; the
+"""Sensors: newly ingested sessions (by the ingest watermark), undelivered alerts; the
 hourly schedule of dbt's tests."""
 
 
@@ -20,10 +20,11 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from ingest_api.settings import get_settings
-from ingest_api.store import detection as store
-from orchestration.partitions import FROM_HORIZON_TAG, HORIZON_TAG, clip_days
+from orchestration import watermark
+from orchestration.detection import alerts
+from orchestration.partitions import clip_days
 from orchestration.resources import BagulaDatabase
+from orchestration.settings import get_orchestration_settings
 
 NEW_SESSIONS = "new_sessions"
 # What a run for new sessions materialises: every asset, none of the dbt tests.
@@ -39,35 +40,35 @@ def _busy(context: SensorEvaluationContext, sensor_name: str) -> bool:
 
 
 def plan_run(database: BagulaDatabase, cursor: int, today=None) -> tuple[RunRequest | None, int, str]:
-    """The run for sessions ingested since ``cursor`` (a horizon), the new cursor, and why."""
+    """The run for sessions ingested since ``cursor`` (a watermark), the new cursor, and why."""
     with database.connect() as conn:
-        horizon = store.ingest_horizon(conn)
-        if horizon <= cursor:
+        upto = watermark.current(conn)
+        if upto <= cursor:
             return None, cursor, "no transaction committed since the last run"
-        days = store.touched_days(conn, cursor, horizon)
+        days = watermark.touched_days(conn, cursor, upto)
     if not days:
-        return None, horizon, "no new sessions"
+        return None, upto, "no new sessions"
     inside, outside = clip_days(days, today or datetime.now(timezone.utc).date())
     note = f"; sessions on {len(outside)} day(s) outside the detection partitions" if outside else ""
     if not inside:
-        return None, horizon, "new sessions only outside the detection partitions" + note
+        return None, upto, "new sessions only outside the detection partitions" + note
     tags = {
         ASSET_PARTITION_RANGE_START_TAG: min(inside).isoformat(),
         ASSET_PARTITION_RANGE_END_TAG: max(inside).isoformat(),
-        HORIZON_TAG: str(horizon),
-        FROM_HORIZON_TAG: str(cursor),
+        watermark.RUN_TAG: str(upto),
+        watermark.PREVIOUS_RUN_TAG: str(cursor),
     }
-    request = RunRequest(run_key=f"ingest-{cursor}-{horizon}", tags=tags)
-    return request, horizon, (
+    request = RunRequest(run_key=f"ingest-{cursor}-{upto}", tags=tags)
+    return request, upto, (
         f"sessions on {len(inside)} day(s) {min(inside)}..{max(inside)}" + note)
 
 
 def new_sessions_sensor_fn(context: SensorEvaluationContext, database: BagulaDatabase) -> SensorResult:
     """One run of the marts and detection per batch of newly committed sessions.
 
-    The cursor is the ingest horizon the last requested run reads up to: rows
-    below it are committed, so nothing is skipped; the next run starts there, so
-    nothing is judged twice. While a run is in flight the cursor stays put and the
+    The cursor is the watermark the last requested run builds up to: rows below it
+    are committed, so nothing is skipped; the next run starts there, so nothing is
+    judged twice. While a run is in flight the cursor stays put and the
     next run takes everything since (runs never overlap on the marts).
     """
     cursor = int(context.cursor) if context.cursor else 0
@@ -101,12 +102,12 @@ def make_sensors(interval_s: int) -> list:
             target=AssetSelection.assets(AssetKey(["detection", "alert_deliveries"])),
             description="Retries alerts still undelivered (webhook down at the time).")
     def pending_alerts(context: SensorEvaluationContext, database: BagulaDatabase):
-        if not get_settings().alert_webhook_url:
+        if not get_orchestration_settings().alert_webhook_url:
             return SkipReason("BAGULA_ALERT_WEBHOOK_URL is not set")
         if _busy(context, NEW_SESSIONS) or _busy(context, "pending_alerts"):
             return SkipReason("a run is in flight")
         with database.connect() as conn:
-            pending = store.pending_alert_count(conn)
+            pending = alerts.pending_alert_count(conn)
         if not pending:
             return SkipReason("no pending alerts")
         return RunRequest(run_key=None, tags={"bagula/pending_alerts": str(pending)})

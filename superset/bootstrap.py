@@ -3,7 +3,7 @@
     python superset/bootstrap.py init ASSETS_DIR     # schema, roles, admin, assets (idempotent)
     python superset/bootstrap.py export ASSETS_DIR   # the metadata database's assets, as kept in the repo
 
-Bagula is not installed in that environment (their pins clash): `ingest_api/superset_cli.py`
+Bagula is not installed in that environment (their pins clash): `bagula/superset.py`
 computes everything and passes it in the environment:
 
     SUPERSET_CONFIG_PATH, BAGULA_SUPERSET_SECRET_KEY, BAGULA_SUPERSET_METADATA_DB_URL  (superset_config.py)

@@ -11,6 +11,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from ingest_api.body import parse_envelope, read_body
 from ingest_api.deps import PoolDep, PrincipalDep, SettingsDep
+from ingest_api.problems import MEDIA_TYPE, Problem, problem
 from ingest_api.store import sessions as session_store
 from ingest_api.wire import FieldError, Rejection, Session, raw_session_id, validate_session
 
@@ -39,6 +40,10 @@ class IngestResult(BaseModel):
     stored: int = Field(description="sessions written by this request")
     duplicates: int = Field(description="sessions already stored (or repeated in the batch)")
     rejected: list[RejectedSession] = Field(default_factory=list)
+
+
+class IngestProblem(Problem, IngestResult):
+    """422 when every session of the batch was rejected: a problem with the batch's counts."""
 
 
 def request_body_openapi() -> tuple[dict, dict]:
@@ -73,11 +78,12 @@ def _rejection_json(r: Rejection) -> dict:
     openapi_extra=OPENAPI_EXTRA,
     responses={
         207: {"model": IngestResult, "description": "some sessions were rejected, the rest stored"},
-        400: {"description": "malformed JSON or gzip"},
-        401: {"description": "missing or unknown API key"},
-        413: {"description": "body or batch over the limit"},
-        422: {"model": IngestResult, "description": "not the envelope, or every session rejected"},
-        503: {"description": "database unavailable; nothing stored; see Retry-After"},
+        400: {"model": Problem, "description": "malformed JSON or gzip", "content": {MEDIA_TYPE: {}}},
+        401: {"model": Problem, "description": "missing or unknown API key", "content": {MEDIA_TYPE: {}}},
+        413: {"model": Problem, "description": "body or batch over the limit", "content": {MEDIA_TYPE: {}}},
+        415: {"model": Problem, "description": "Content-Encoding other than gzip", "content": {MEDIA_TYPE: {}}},
+        422: {"model": IngestProblem, "description": "not the envelope (no counts), or every session rejected",
+              "content": {MEDIA_TYPE: {}}},
     },
 )
 async def ingest_sessions(
@@ -107,10 +113,8 @@ async def ingest_sessions(
                 rejected.append(Rejection(index, str(s["sessionId"]), [FieldError("", message)]))
         rejected.sort(key=lambda r: r.index)
 
-    status = 200
-    if rejected:
-        status = 207 if stored or duplicates else 422
-    return JSONResponse(
-        {"stored": stored, "duplicates": duplicates, "rejected": [_rejection_json(r) for r in rejected]},
-        status_code=status,
-    )
+    result = {"stored": stored, "duplicates": duplicates, "rejected": [_rejection_json(r) for r in rejected]}
+    if rejected and not (stored or duplicates):
+        return problem(422, f"every session of the batch was rejected ({len(rejected)}); nothing was stored",
+                       **result)
+    return JSONResponse(result, status_code=207 if rejected else 200)

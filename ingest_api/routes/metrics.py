@@ -1,4 +1,4 @@
-"""Agent metrics from the marts (as fresh as the last `bagula transform`)."""
+"""Agent metrics from the marts (as fresh as the last build)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 
 from ingest_api.deps import ConnectionDep, PrincipalDep
+from ingest_api.schemas import AgentMetrics
 from ingest_api.store import metrics as metrics_store
 
 router = APIRouter(tags=["metrics"])
@@ -14,6 +15,7 @@ router = APIRouter(tags=["metrics"])
 
 @router.get(
     "/v1/agents/{agent_name}/metrics",
+    response_model=AgentMetrics,
     summary="Sessions, success rate, cost, latency and satisfaction of an agent over a window",
     description="Computed from the dbt marts over sessions started within the window "
     "(latency is session duration). 503 until the marts have been built.",

@@ -42,6 +42,11 @@ def ensure_project(conn: psycopg.Connection, name: str) -> uuid.UUID:
     return row[0]
 
 
+def project_id(conn: psycopg.Connection, name: str) -> uuid.UUID | None:
+    row = conn.execute("select project_id from projects where name = %s", (name,)).fetchone()
+    return row[0] if row else None
+
+
 def create_key(conn: psycopg.Connection, project_name: str) -> NewKey:
     project_id = ensure_project(conn, project_name)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)

@@ -7,8 +7,6 @@ from datetime import timedelta
 
 import psycopg
 
-from ingest_api.store.sessions import epoch_ms
-
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 
 
@@ -50,22 +48,22 @@ async def agent_metrics(conn: psycopg.AsyncConnection, project_id: uuid.UUID, ag
             params,
         )
         by_model = [
-            {"model": model, "provider": provider, "llmCalls": calls, "costUsd": cost}
+            {"model": model, "provider": provider, "llm_calls": calls, "cost_usd": cost}
             for model, provider, calls, cost in await cur.fetchall()
         ]
     except psycopg.errors.UndefinedTable:
         raise MartsMissing() from None
     return {
-        "agentName": agent_name,
+        "agent_name": agent_name,
         "window": window,
-        "from": epoch_ms(since),
-        "to": epoch_ms(until),
-        "totalSessions": sessions,
-        "successRate": success,
-        "avgCostUsd": avg_cost,
-        "totalCostUsd": total_cost,
-        "avgLatencyMs": avg_latency,
-        "p95LatencyMs": p95_latency,
-        "avgSatisfaction": satisfaction,
-        "costByModel": by_model,
+        "from_": since,
+        "to": until,
+        "total_sessions": sessions,
+        "success_rate": success,
+        "avg_cost_usd": avg_cost,
+        "total_cost_usd": total_cost,
+        "avg_latency_ms": avg_latency,
+        "p95_latency_ms": p95_latency,
+        "avg_satisfaction": satisfaction,
+        "cost_by_model": by_model,
     }

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,11 +12,9 @@ import orjson
 import psycopg
 
 from ingest_api import wire
+from ingest_api.paging import encode_cursor
 from ingest_api.store.keys import Principal
-from ingest_api.wire import Session, extras
-
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-MS = timedelta(milliseconds=1)
+from ingest_api.wire import Session, epoch_ms, extras, from_epoch_ms
 
 # Claiming ids in one sorted statement makes concurrent overlapping batches
 # wait on each other in the same order (no deadlock); the loser gets no row back.
@@ -44,17 +41,6 @@ TOOL_COLUMNS = (
     "project_id, session_id, turn_id, tool_id, position, tool_name, arguments, start_time,"
     " end_time, result, error, latency_ms, extra"
 )
-
-
-def _ts(ms: float | None) -> datetime | None:
-    return None if ms is None else EPOCH + ms * MS
-
-
-def epoch_ms(ts: datetime | None) -> int | float | None:
-    if ts is None:
-        return None
-    value = (ts - EPOCH) / MS
-    return int(value) if value.is_integer() else value
 
 
 def _json(value: Any) -> str | None:
@@ -93,7 +79,7 @@ class SessionRows:
         parent = s.get("parentSessionId")
         self.sessions.append((
             project, sid, str(principal.key_id), s["agentName"], s.get("userId"),
-            str(parent) if parent else None, _ts(s["startTime"]), _ts(s.get("endTime")),
+            str(parent) if parent else None, from_epoch_ms(s["startTime"]), from_epoch_ms(s.get("endTime")),
             s["initialRequest"], _json(s.get("finalOutcome")), _json(s.get("metadata")),
             s.get("tags"), _json(extras(s, wire.Session)),
         ))
@@ -105,7 +91,7 @@ class SessionRows:
                 # Tool calls have their own table; the rest of the response stays here.
                 stored_response = {"message": response.get("message"), **(extras(response, wire.AgentResponse) or {})}
             self.turns.append((
-                project, sid, turn_id, turn["turnNumber"], _ts(turn["timestamp"]),
+                project, sid, turn_id, turn["turnNumber"], from_epoch_ms(turn["timestamp"]),
                 # trigger is NOT NULL: a JSON null is kept as the JSON value null
                 orjson.dumps(turn["trigger"]).decode(), _json(stored_response),
                 _json(turn.get("userFeedback")), _json(extras(turn, wire.Turn)),
@@ -118,7 +104,7 @@ class SessionRows:
                     extra["metrics"] = metrics_extra
                 self.llm_calls.append((
                     project, sid, turn_id, call["callId"], position, call["provider"],
-                    call["model"], _ts(call["startTime"]), _ts(call.get("endTime")),
+                    call["model"], from_epoch_ms(call["startTime"]), from_epoch_ms(call.get("endTime")),
                     m.get("tokensInput"), m.get("tokensOutput"), m.get("tokensTotal"),
                     m.get("costUsd"), m.get("latencyMs"),
                     _json(call.get("messages")), _json(call.get("response")), _json(extra or None),
@@ -126,7 +112,7 @@ class SessionRows:
             for position, tool in enumerate((response or {}).get("toolCalls", ())):
                 self.tool_calls.append((
                     project, sid, turn_id, tool["toolId"], position, tool["toolName"],
-                    _json(tool.get("arguments")), _ts(tool["startTime"]), _ts(tool.get("endTime")),
+                    _json(tool.get("arguments")), from_epoch_ms(tool["startTime"]), from_epoch_ms(tool.get("endTime")),
                     _json(tool.get("result")), tool.get("error"), tool.get("latencyMs"),
                     _json(extras(tool, wire.ToolCall)),
                 ))
@@ -203,24 +189,9 @@ async def list_agents(conn: psycopg.AsyncConnection, project_id: uuid.UUID) -> l
         (project_id,),
     )
     return [
-        {"agentName": name, "sessionCount": count, "firstSeen": epoch_ms(first), "lastSeen": epoch_ms(last)}
+        {"agent_name": name, "session_count": count, "first_seen": first, "last_seen": last}
         for name, count, first, last in await cur.fetchall()
     ]
-
-
-def encode_cursor(start_time: datetime, session_id: uuid.UUID) -> str:
-    raw = orjson.dumps([start_time.isoformat(), str(session_id)])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """Raises ValueError on anything that is not a cursor this API issued."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        start, sid = orjson.loads(raw)
-        return datetime.fromisoformat(start), uuid.UUID(sid)
-    except Exception as exc:  # noqa: BLE001 - any malformation is the same client error
-        raise ValueError("invalid cursor") from exc
 
 
 @dataclass
@@ -284,13 +255,13 @@ async def list_sessions(
         next_cursor = encode_cursor(rows[-1][4], rows[-1][0])
     items = [
         {
-            "sessionId": str(r[0]), "agentName": r[1], "userId": r[2],
-            "parentSessionId": str(r[3]) if r[3] else None,
-            "startTime": epoch_ms(r[4]), "endTime": epoch_ms(r[5]), "status": r[6],
-            "userSatisfaction": r[7], "confidence": r[8], "tags": r[9],
-            "turnCount": r[10], "llmCallCount": r[11], "tokensTotal": r[12],
-            "totalCostUsd": _num(r[13]) if r[13] is not None else 0,
-            "toolCallCount": r[14], "toolErrorCount": r[15],
+            "session_id": str(r[0]), "agent_name": r[1], "user_id": r[2],
+            "parent_session_id": str(r[3]) if r[3] else None,
+            "start_time": r[4], "end_time": r[5], "status": r[6],
+            "user_satisfaction": r[7], "confidence": r[8], "tags": r[9],
+            "turn_count": r[10], "llm_call_count": r[11], "tokens_total": r[12],
+            "total_cost_usd": _num(r[13]) if r[13] is not None else 0,
+            "tool_call_count": r[14], "tool_error_count": r[15],
         }
         for r in rows
     ]

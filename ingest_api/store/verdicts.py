@@ -1,5 +1,5 @@
-"""Reads and user actions on detection's output: verdicts, resolving them, baselines.
-Always scoped to the caller's project."""
+"""Reads and user actions on detection's output (verdicts, resolving them), always
+scoped to the caller's project."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from ingest_api.store.detection import SESSION_FRAME_SQL, frame_from_rows
-from ingest_api.store.sessions import encode_cursor
-from ml.baseline import summarize
+from ingest_api.paging import encode_cursor
 
 Kind = Literal["anomalies", "regressions"]
 
@@ -24,10 +21,6 @@ KINDS: dict[str, tuple[str, list[str]]] = {
 }
 COMMON = ["session_id", "agent_name", "severity", "score", "explanation", "session_started_at", "detected_at",
           "resolved", "resolved_at"]
-
-
-class MartsMissing(Exception):
-    """The marts have not been built yet."""
 
 
 @dataclass
@@ -41,30 +34,15 @@ class VerdictFilter:
     limit: int = 50
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def _item(kind: str, row: dict[str, Any]) -> dict[str, Any]:
     id_column, _ = KINDS[kind]
-    item = {
-        "id": str(row[id_column]),
-        "session_id": str(row["session_id"]),
-        "agent_name": row["agent_name"],
-        "type": row.get("anomaly_type", "regression"),
-        "severity": row["severity"],
-        "score": row["score"],
-        "explanation": row["explanation"],
-        "session_started_at": _iso(row["session_started_at"]),
-        "detected_at": _iso(row["detected_at"]),
-        "resolved": row["resolved"],
-        "resolved_at": _iso(row["resolved_at"]),
-    }
+    item = dict(row)
+    item["id"] = str(item.pop(id_column))
+    item["session_id"] = str(item["session_id"])
     if kind == "anomalies":
-        item.update(details=row["details"], model_version=row["model_version"])
+        item["type"] = item.pop("anomaly_type")
     else:
-        item.update(differences=row["differences"],
-                    baseline_id=str(row["baseline_id"]) if row["baseline_id"] else None)
+        item["baseline_id"] = str(item["baseline_id"]) if item["baseline_id"] else None
     return item
 
 
@@ -127,56 +105,3 @@ async def set_resolved(conn: psycopg.AsyncConnection, kind: Kind, project_id: uu
         )
         row = await cur.fetchone()
     return _item(kind, row) if row else None
-
-
-# ------------------------------------------------------------------ baselines
-
-BASELINE_SELECT = """
-    select baseline_id, kind, window_start, window_end, session_count, metrics, created_at, active
-    from baselines where project_id = %s and agent_name = %s
-"""
-
-
-def _baseline(row: tuple) -> dict:
-    baseline_id, kind, start, end, count, metrics, created, active = row
-    return {"baseline_id": str(baseline_id), "kind": kind, "window_start": _iso(start), "window_end": _iso(end),
-            "session_count": count, "metrics": metrics, "created_at": _iso(created), "active": active}
-
-
-async def baselines(conn: psycopg.AsyncConnection, project_id: uuid.UUID, agent_name: str) -> list[dict]:
-    """The agent's baselines, the active one first."""
-    cur = await conn.execute(BASELINE_SELECT + " order by active desc, created_at desc", (project_id, agent_name))
-    return [_baseline(row) for row in await cur.fetchall()]
-
-
-class EmptyWindow(Exception):
-    """No session of the agent started in the window."""
-
-
-async def pin_baseline(conn: psycopg.AsyncConnection, project_id: uuid.UUID, agent_name: str,
-                       start: datetime, end: datetime) -> dict:
-    """Make the agent's sessions in [start, end) its baseline, from now on."""
-    cur = await conn.execute("select to_regclass('marts.fct_sessions') is not null")
-    if not (await cur.fetchone())[0]:
-        raise MartsMissing
-    cur = await conn.execute(SESSION_FRAME_SQL, {"project": project_id, "start": start, "end": end,
-                                                 "agent": agent_name})
-    window = frame_from_rows(await cur.fetchall())
-    if window.is_empty():
-        raise EmptyWindow
-    async with conn.transaction():
-        await conn.execute(
-            "update baselines set active = false where project_id = %s and agent_name = %s and active",
-            (project_id, agent_name))
-        cur = await conn.execute(
-            """
-            insert into baselines (project_id, agent_name, kind, window_start, window_end, session_count,
-                                   metrics, active)
-            values (%s, %s, 'pinned', %s, %s, %s, %s, true)
-            returning baseline_id
-            """,
-            (project_id, agent_name, start, end, window.height, Jsonb(summarize(window.drop("ingest_batch")))),
-        )
-        baseline_id = (await cur.fetchone())[0]
-        cur = await conn.execute(BASELINE_SELECT + " and baseline_id = %s", (project_id, agent_name, baseline_id))
-        return _baseline(await cur.fetchone())

@@ -12,6 +12,8 @@ per_session as (
         coalesce(sum(tokens_input), 0) as tokens_input,
         coalesce(sum(tokens_output), 0) as tokens_output,
         coalesce(sum(coalesce(tokens_total, tokens_input + tokens_output)), 0) as tokens_total,
+        -- the largest prompt: how far the context grew
+        coalesce(max(tokens_input), 0) as peak_tokens_input,
         coalesce(sum(cost_usd), 0) as total_cost_usd,
         -- numeric: an exact sum, the same whatever order the rows come in
         coalesce(sum(({{ call_latency_ms() }})::numeric), 0) as llm_latency_ms,

@@ -2,7 +2,7 @@
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key=['project_id', 'agent_name', 'provider', 'model', 'day'],
-    indexes=[{'columns': ['ingest_batch']}, {'columns': ['project_id', 'agent_name', 'day']}],
+    indexes=[{'columns': ['watermark']}, {'columns': ['project_id', 'agent_name', 'day']}],
 ) }}
 
 -- A session counts in the one hour (and day) it started, so hours add up to days.
@@ -12,7 +12,7 @@ with touched as (
         agent_name,
         {{ utc_bucket('day', 'hour') }} as day_start
     from {{ ref('agg_agent_cost_hourly') }}
-    where ingest_batch > {{ aggregate_watermark() }}
+    where watermark > {{ aggregate_watermark() }}
 ),
 
 hours as (
@@ -38,7 +38,7 @@ aggregated as (
         sum(tokens_input) as tokens_input,
         sum(tokens_output) as tokens_output,
         sum(cost_usd) as cost_usd,
-        (select max(ingest_batch) from {{ ref('agg_agent_cost_hourly') }}) as ingest_batch
+        (select max(watermark) from {{ ref('agg_agent_cost_hourly') }}) as watermark
     from hours
     group by project_id, agent_name, provider, model, day_start
 )

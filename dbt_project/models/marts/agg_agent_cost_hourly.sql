@@ -2,7 +2,7 @@
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key=['project_id', 'agent_name', 'provider', 'model', 'hour'],
-    indexes=[{'columns': ['ingest_batch']}, {'columns': ['project_id', 'agent_name', 'hour']}],
+    indexes=[{'columns': ['watermark']}, {'columns': ['project_id', 'agent_name', 'hour']}],
 ) }}
 
 with touched as (
@@ -25,7 +25,7 @@ aggregated as (
         coalesce(sum(tokens_input), 0) as tokens_input,
         coalesce(sum(tokens_output), 0) as tokens_output,
         coalesce(sum(cost_usd), 0) as cost_usd,
-        (select max(ingest_batch) from {{ ref('fct_sessions') }}) as ingest_batch
+        (select max(watermark) from {{ ref('fct_sessions') }}) as watermark
     from calls
     group by project_id, agent_name, provider, model, bucket_start
 )

@@ -2,7 +2,7 @@
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key=['project_id', 'agent_name', 'hour'],
-    indexes=[{'columns': ['ingest_batch']}, {'columns': ['project_id', 'agent_name', 'hour']}],
+    indexes=[{'columns': ['watermark']}, {'columns': ['project_id', 'agent_name', 'hour']}],
 ) }}
 
 with touched as (
@@ -25,7 +25,7 @@ aggregated as (
         avg(confidence)::double precision as avg_confidence,
         avg(total_cost_usd)::double precision as avg_cost_usd,
         sum(total_cost_usd) as total_cost_usd,
-        (select max(ingest_batch) from {{ ref('fct_sessions') }}) as ingest_batch
+        (select max(watermark) from {{ ref('fct_sessions') }}) as watermark
     from sessions
     group by project_id, agent_name, bucket_start
 )

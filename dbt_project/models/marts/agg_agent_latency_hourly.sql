@@ -2,7 +2,7 @@
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key=['project_id', 'agent_name', 'hour'],
-    indexes=[{'columns': ['ingest_batch']}, {'columns': ['project_id', 'agent_name', 'hour']}],
+    indexes=[{'columns': ['watermark']}, {'columns': ['project_id', 'agent_name', 'hour']}],
 ) }}
 
 -- The stats are joined after aggregating; materialized, each is computed once
@@ -79,7 +79,7 @@ joined as (
         tool_stats.tool_latency_p50_ms,
         tool_stats.tool_latency_p95_ms,
         tool_stats.tool_latency_p99_ms,
-        (select max(ingest_batch) from {{ ref('fct_sessions') }}) as ingest_batch
+        (select max(watermark) from {{ ref('fct_sessions') }}) as watermark
     from session_stats
     left join llm_stats
         on llm_stats.project_id = session_stats.project_id

@@ -2,7 +2,7 @@
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key=['project_id', 'agent_name', 'tool_name', 'day'],
-    indexes=[{'columns': ['ingest_batch']}, {'columns': ['project_id', 'agent_name', 'day']}],
+    indexes=[{'columns': ['watermark']}, {'columns': ['project_id', 'agent_name', 'day']}],
 ) }}
 
 -- A new session re-opens its day even without tool calls: it changes session_share.
@@ -53,7 +53,7 @@ joined as (
         per_tool.error_count::double precision / per_tool.calls as error_rate,
         per_tool.latency_p50_ms,
         per_tool.latency_p95_ms,
-        (select max(ingest_batch) from {{ ref('fct_sessions') }}) as ingest_batch
+        (select max(watermark) from {{ ref('fct_sessions') }}) as watermark
     from per_tool
     inner join sessions_per_day
         on sessions_per_day.project_id = per_tool.project_id

@@ -9,7 +9,7 @@
     post_hook="analyze {{ this }}",
     unique_key=['project_id', 'session_id', 'call_id'],
     indexes=[
-        {'columns': ['ingest_batch']},
+        {'columns': ['watermark']},
         {'columns': ['project_id', 'agent_name', 'session_started_at']},
         {'columns': ['project_id', 'session_id']},
     ],
@@ -46,7 +46,7 @@ joined as (
         llm_calls.cost_usd,
         {{ call_latency_ms('llm_calls') }}::double precision as latency_ms,
         llm_calls.ingested_at,
-        {{ window.upper }}::bigint as ingest_batch
+        {{ window.upper }}::bigint as watermark
     from llm_calls
     inner join sessions
         on sessions.project_id = llm_calls.project_id

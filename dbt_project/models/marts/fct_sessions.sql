@@ -9,7 +9,7 @@
     post_hook="analyze {{ this }}",
     unique_key=['project_id', 'session_id'],
     indexes=[
-        {'columns': ['ingest_batch']},
+        {'columns': ['watermark']},
         {'columns': ['project_id', 'agent_name', 'started_at']},
         {'columns': ['project_id', 'session_id'], 'unique': true},
         {'columns': ['session_id']},
@@ -38,6 +38,13 @@ turns as (
     where {{ in_ingest_window(window) }}
 ),
 
+tool_walls as (
+    select project_id, session_id, ingest_txid, sum(tool_wall_ms) as tool_wall_ms
+    from {{ ref('int_tool_calls__per_turn') }}
+    where {{ in_ingest_window(window) }}
+    group by project_id, session_id, ingest_txid
+),
+
 joined as (
     -- A session and its calls are written in one transaction: same ingest_txid.
     select
@@ -56,19 +63,22 @@ joined as (
         coalesce(llm.tokens_input, 0) as tokens_input,
         coalesce(llm.tokens_output, 0) as tokens_output,
         coalesce(llm.tokens_total, 0) as tokens_total,
+        coalesce(llm.peak_tokens_input, 0) as peak_tokens_input,
         coalesce(llm.total_cost_usd, 0) as total_cost_usd,
         coalesce(llm.llm_latency_ms, 0)::double precision as llm_latency_ms,
         coalesce(tools.tool_latency_ms, 0)::double precision as tool_latency_ms,
+        coalesce(tool_walls.tool_wall_ms, 0)::double precision as tool_wall_ms,
         coalesce(llm.models, '') as models,
         coalesce(llm.providers, '') as providers,
         coalesce(tools.tools_used, '') as tools_used,
+        coalesce(tools.tool_sequence, '') as tool_sequence,
         sessions.status,
         sessions.status = 'success' as is_success,
         sessions.user_satisfaction,
         sessions.confidence,
         array_to_string(sessions.tags, ',') as tags,
         sessions.ingested_at,
-        {{ window.upper }}::bigint as ingest_batch
+        {{ window.upper }}::bigint as watermark
     from sessions
     left join llm
         on llm.project_id = sessions.project_id
@@ -82,6 +92,10 @@ joined as (
         on turns.project_id = sessions.project_id
         and turns.session_id = sessions.session_id
         and turns.ingest_txid = sessions.ingest_txid
+    left join tool_walls
+        on tool_walls.project_id = sessions.project_id
+        and tool_walls.session_id = sessions.session_id
+        and tool_walls.ingest_txid = sessions.ingest_txid
 )
 
 select * from joined

@@ -9,7 +9,7 @@
     post_hook="analyze {{ this }}",
     unique_key=['project_id', 'session_id', 'tool_id'],
     indexes=[
-        {'columns': ['ingest_batch']},
+        {'columns': ['watermark']},
         {'columns': ['project_id', 'agent_name', 'session_started_at']},
         {'columns': ['project_id', 'session_id']},
     ],
@@ -43,7 +43,7 @@ joined as (
         tool_calls.error,
         {{ call_latency_ms('tool_calls') }}::double precision as latency_ms,
         tool_calls.ingested_at,
-        {{ window.upper }}::bigint as ingest_batch
+        {{ window.upper }}::bigint as watermark
     from tool_calls
     inner join sessions
         on sessions.project_id = tool_calls.project_id

@@ -16,6 +16,7 @@ import time
 import weakref
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+from bagula_client._tracker import SessionTracker
 from bagula_client._transport import HttpTransport, Reply
 
 log = logging.getLogger("bagula_client")
@@ -90,7 +91,7 @@ class BagulaClient:
         if not self.enabled:
             log.error("bagula: no API key (pass api_key= or set BAGULA_API_KEY); sessions will be dropped")
         self._reset_state()
-        self._tracker = None
+        self._tracker: Optional[SessionTracker] = None
         _live_clients.add(self)
 
     # ------------------------------------------------------------------ state
@@ -121,9 +122,7 @@ class BagulaClient:
 
     # ------------------------------------------------------------------ public
 
-    def get_session_tracker(self):
-        from bagula_client._tracker import SessionTracker
-
+    def get_session_tracker(self) -> SessionTracker:
         if self._tracker is None:
             self._tracker = SessionTracker(self)
         return self._tracker

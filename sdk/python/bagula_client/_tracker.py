@@ -8,10 +8,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, TypeVar, Union
-
-if TYPE_CHECKING:
-    from bagula_client._client import BagulaClient
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, TypeVar, Union
 
 log = logging.getLogger("bagula_client")
 
@@ -77,10 +74,16 @@ def _tool_call_dict(tool: Any) -> Dict[str, Any]:
     }
 
 
+class SessionSink(Protocol):
+    """Where completed sessions go (the client's queue)."""
+
+    def enqueue(self, session: Dict[str, Any]) -> bool: ...
+
+
 class SessionTracker:
     """Builds sessions in the wire format; completed ones go to the client's queue."""
 
-    def __init__(self, client: "BagulaClient") -> None:
+    def __init__(self, client: SessionSink) -> None:
         self._client = client
         self._lock = threading.Lock()
         self._open: Dict[str, Dict[str, Any]] = {}

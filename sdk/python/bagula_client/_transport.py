@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-from bagula_client import __version__
+from bagula_client._version import __version__
 
 INGEST_PATH = "/v1/sessions/ingest"
 

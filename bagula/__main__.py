@@ -1,0 +1,3 @@
+from bagula.cli import main
+
+main()

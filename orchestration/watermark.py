@@ -1,0 +1,51 @@
+"""Reading the ingest watermark (see docs/architecture.md, "The watermark").
+
+``bagula_watermark()`` in the database is the bound below which every raw row is
+committed; each mart row carries the watermark of the build that wrote it, so the marts'
+largest stamp is where the next build starts. The sensor's cursor is a watermark too.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import psycopg
+
+# Run tags written by the sensor (and `bagula pipeline run`): the watermark the run builds
+# up to, and the one the previous run stopped at. Without them (a backfill or a rerun from
+# the UI), a run builds the marts up to the current watermark and judges whole days.
+RUN_TAG = "bagula/watermark"
+PREVIOUS_RUN_TAG = "bagula/previous_watermark"
+
+
+def current(conn: psycopg.Connection) -> int:
+    """The database's watermark now: every raw row with a smaller ingest_txid is committed."""
+    return conn.execute("select bagula_watermark()").fetchone()[0]
+
+
+def of_marts(conn: psycopg.Connection) -> int:
+    """The watermark the marts were last built up to (0 before the first build)."""
+    if conn.execute("select to_regclass('marts.fct_sessions') is null").fetchone()[0]:
+        return 0
+    return conn.execute("select coalesce(max(watermark), 0) from marts.fct_sessions").fetchone()[0]
+
+
+def touched_days(conn: psycopg.Connection, lower: int, upper: int) -> list[date]:
+    """UTC days on which the sessions ingested between two watermarks started."""
+    rows = conn.execute(
+        """
+        select distinct (start_time at time zone 'UTC')::date from agent_sessions
+        where ingest_txid >= %s and ingest_txid < %s
+        order by 1
+        """,
+        (lower, upper),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def session_days(conn: psycopg.Connection) -> list[date]:
+    """Every UTC day with at least one session."""
+    rows = conn.execute(
+        "select distinct (start_time at time zone 'UTC')::date from agent_sessions order by 1"
+    ).fetchall()
+    return [r[0] for r in rows]

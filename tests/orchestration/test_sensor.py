@@ -1,0 +1,153 @@
+"""The new-sessions sensor, evaluated with Dagster's test APIs against a real database."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import date, datetime, timezone
+
+import psycopg
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, RunRequest, build_sensor_context
+from dagster._core.test_utils import create_run_for_test
+
+from ingest_api import db
+from orchestration.definitions import defs
+from orchestration.resources import BagulaDatabase
+from orchestration.watermark import PREVIOUS_RUN_TAG, RUN_TAG
+from simulator.samples import make_batch
+from tests.support.services import ApiServer, new_tenant
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+@pytest.fixture(scope="module")
+def setup(pg):
+    url = pg.create_database(f"sensor_{uuid.uuid4().hex[:8]}")
+    db.upgrade(url)
+    api = ApiServer(url).start()
+    tenant = new_tenant(api, url)
+    yield url, tenant
+    tenant.client.close()
+    api.stop()
+
+
+def send_on(tenant, day: date, count: int, seed: int) -> list[str]:
+    sessions = make_batch(random.Random(seed), count)
+    base = datetime(day.year, day.month, day.day, 9, tzinfo=timezone.utc).timestamp() * 1000
+    for i, session in enumerate(sessions):
+        shift = base + i * 60_000 - session["startTime"]
+        session["startTime"] += shift
+        session["endTime"] += shift
+        for turn in session["turns"]:
+            turn["timestamp"] += shift
+    response = tenant.client.post("/v1/sessions/ingest", json={"sessions": sessions})
+    assert response.status_code == 200 and response.json()["stored"] == count, response.text
+    return [s["sessionId"] for s in sessions]
+
+
+def evaluate(url: str, cursor: str | None, instance: DagsterInstance | None = None):
+    sensor = defs.resolve_sensor_def("new_sessions")
+    context = build_sensor_context(instance=instance or DagsterInstance.ephemeral(), cursor=cursor,
+                                   resources={"database": BagulaDatabase(database_url=url)})
+    return sensor(context)
+
+
+def test_sensor_requests_one_run_per_new_batch_and_never_repeats(setup):
+    url, tenant = setup
+    send_on(tenant, date(2026, 3, 2), 3, seed=1)
+    send_on(tenant, date(2026, 3, 4), 2, seed=2)
+    first = evaluate(url, None)
+    [request] = first.run_requests
+    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == ("2026-03-02", "2026-03-04")
+    assert request.tags[PREVIOUS_RUN_TAG] == "0"
+    assert request.tags[RUN_TAG] == first.cursor
+    assert request.run_key
+
+    quiet = evaluate(url, first.cursor)
+    assert quiet.run_requests == [] and quiet.skip_reason is not None
+
+    send_on(tenant, date(2026, 3, 3), 1, seed=3)
+    second = evaluate(url, quiet.cursor)
+    [request] = second.run_requests
+    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == ("2026-03-03", "2026-03-03")
+    assert request.tags[PREVIOUS_RUN_TAG] == quiet.cursor
+    assert int(second.cursor) > int(quiet.cursor)
+    assert request.run_key != first.run_requests[0].run_key
+
+
+def test_a_batch_committed_late_is_picked_up_by_a_later_tick(setup):
+    url, tenant = setup
+    cursor = evaluate(url, None).cursor
+    # A batch whose transaction started before the tick but commits after it.
+    late = psycopg.connect(url)
+    late.execute("select txid_current()")
+    late.execute(
+        "insert into agent_sessions (project_id, session_id, api_key_id, agent_name, start_time, end_time,"
+        " initial_request) values (%s, gen_random_uuid(), %s, 'late-agent', '2026-03-09T10:00:00Z',"
+        " '2026-03-09T10:01:00Z', 'hello')",
+        (tenant.project_id, tenant.key_id),
+    )
+    send_on(tenant, date(2026, 3, 8), 1, seed=4)
+    meanwhile = evaluate(url, cursor)
+    days = {r.tags[RANGE_START] for r in meanwhile.run_requests}
+    assert "2026-03-09" not in days  # not committed yet: not visible, and not skipped either
+    late.commit()
+    late.close()
+    later = evaluate(url, meanwhile.cursor)
+    [request] = later.run_requests
+    assert request.tags[RANGE_END] >= "2026-03-09" >= request.tags[RANGE_START]
+
+
+def test_sensor_waits_while_its_previous_run_is_in_flight(setup):
+    url, tenant = setup
+    instance = DagsterInstance.ephemeral()
+    cursor = evaluate(url, None, instance).cursor
+    create_run_for_test(instance, job_name="__anonymous_asset_job_new_sessions", status=DagsterRunStatus.STARTED,
+                        tags={"dagster/sensor_name": "new_sessions"})
+    send_on(tenant, date(2026, 3, 10), 1, seed=5)
+    waiting = evaluate(url, cursor, instance)
+    assert waiting.run_requests == [] and waiting.cursor == cursor
+
+
+def test_pending_alerts_sensor_retries_only_when_a_webhook_is_set_and_alerts_wait(setup, monkeypatch):
+    from orchestration.settings import get_orchestration_settings
+
+    url, tenant = setup
+    sensor = defs.resolve_sensor_def("pending_alerts")
+
+    def evaluate_alerts():
+        get_orchestration_settings.cache_clear()
+        context = build_sensor_context(instance=DagsterInstance.ephemeral(),
+                                       resources={"database": BagulaDatabase(database_url=url)})
+        return sensor(context)
+
+    monkeypatch.delenv("BAGULA_ALERT_WEBHOOK_URL", raising=False)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "insert into alerts (project_id, source, source_id, agent_name, session_id, severity, payload)"
+            " values (%s, 'anomaly', gen_random_uuid(), 'a', gen_random_uuid(), 'critical', '{\"text\": \"x\"}')",
+            (tenant.project_id,),
+        )
+    try:
+        assert "BAGULA_ALERT_WEBHOOK_URL" in evaluate_alerts().skip_message
+        monkeypatch.setenv("BAGULA_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+        request = evaluate_alerts()
+        assert isinstance(request, RunRequest) and request.tags["bagula/pending_alerts"] == "1"
+        with psycopg.connect(url) as conn:
+            conn.execute("update alerts set status = 'delivered'")
+        assert evaluate_alerts().skip_message == "no pending alerts"
+    finally:
+        get_orchestration_settings.cache_clear()
+
+
+def test_runs_for_new_sessions_build_every_asset_and_leave_dbt_tests_to_the_hourly_schedule():
+    graph = defs.resolve_asset_graph()
+    [target] = defs.resolve_sensor_def("new_sessions").targets
+    sensor_selection = target.resolvable_to_job.selection
+    materializable = {key for key in graph.get_all_asset_keys() if graph.get(key).is_materializable}
+    assert sensor_selection.resolve(graph) == materializable
+    assert sensor_selection.resolve_checks(graph) == set()
+    schedule_selection = defs.resolve_schedule_def("marts_tests").target.resolvable_to_job.selection
+    assert schedule_selection.resolve_checks(graph) == graph.asset_check_keys
+    assert len(graph.asset_check_keys) >= 150  # one per dbt data test
