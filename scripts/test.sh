@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 scripts/ensure-system.sh
 scripts/ensure-venv.sh dev
 scripts/ensure-superset.sh --browser
+scripts/ensure-node.sh
+scripts/ensure-deploy-checks.sh
 exec .venv/bin/python -m pytest "$@"
