@@ -6,6 +6,7 @@ import email.utils
 import http.client
 import json
 import math
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -73,6 +74,16 @@ class HttpTransport:
                 self._conn.close()
             finally:
                 self._conn = None
+
+    def abort(self) -> None:
+        """From another thread: end a request that hangs (its recv returns at once)."""
+        conn = self._conn
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def post(self, gzipped_body: bytes) -> Reply:
         try:
