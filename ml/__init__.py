@@ -8,7 +8,10 @@ Bagula's own but this package).
 * ``features``: per-session measures derived from the frame (cost and latency per LLM call...);
 * ``baseline``: an agent's first stable window and its summary;
 * ``regression``: sessions that differ from their agent's baseline, field by field;
-* ``anomaly``: the seed's rules and the seven failure modes, against each agent's history;
+* ``anomaly``: the seed's rules, the seven failure modes and the window shifts, against
+  each agent's history;
 * ``forest``: a versioned IsolationForest per agent;
-* ``evaluation``: precision and recall against the simulator's ground truth.
+* ``evaluation``: precision and recall against the simulator's ground truth;
+* ``incidents``: verdicts that belong together grouped into incidents (opened, escalated,
+  resolved), with what changed in numbers.
 """

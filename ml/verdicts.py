@@ -4,8 +4,9 @@ type or severity (the API's filters, the dbt tests, Superset's filters, the aler
 takes it from here or is checked against it by a test.
 
 To add an anomaly type: write its detector in ``ml.anomaly`` (a function returning
-``build(rows, TYPE, ...)``), add the name to ``FAILURE_MODES`` (or ``RULES``) below,
-and list it in the dbt accepted values of ``fct_anomalies`` (a test compares them).
+``build(rows, TYPE, ...)``), add the name to ``FAILURE_MODES`` (or ``RULES``, or
+``WINDOW_SHIFTS``) below, and list it in the dbt accepted values of ``fct_anomalies``
+(a test compares them).
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ RULES = ("cost_spike", "latency_spike", "tool_usage_change")
 FAILURE_MODES = ("skill_bloat", "context_rot", "confident_hallucination", "sequential_tax", "cost_creep",
                  "cascade_failure", "model_change")
 ISOLATION_FOREST = "isolation_forest"
-ANOMALY_TYPES = (*RULES, ISOLATION_FOREST, *FAILURE_MODES)
+# Shifts over a window of an agent's latest sessions that no single session shows
+# (ml.anomaly.windows); the verdict is on the session that completed the window.
+TOOL_SHARE_SHIFT = "tool_share_shift"
+WINDOW_SHIFTS = (TOOL_SHARE_SHIFT,)
+ANOMALY_TYPES = (*RULES, ISOLATION_FOREST, *FAILURE_MODES, *WINDOW_SHIFTS)
 
 # A regression has no type of its own beyond this (its fields say what differed).
 REGRESSION = "regression"

@@ -22,7 +22,7 @@ Rules of the seed, made robust:
 * ``latency_spike``: active time (LLM + tool wall time, not the user's think time
   between turns) per LLM call above 2x the trailing 7-day mean and 3.5 sigma; or
   1.75x while the agent's sessions of the 2 h before (at least 5) ran at >= 1.75x
-  too. One slow call is within a healthy agent's noise (LLM latency has a long
+  too, a median 3 standard errors above the usual. One slow call is within a healthy agent's noise (LLM latency has a long
   lognormal tail), so major needs that sustained slowness or 5 sigma, and critical
   needs it at >= 2x while this session is >= 2.5x.
 * ``tool_usage_change``: a tool that >= 80% of the trailing sessions (or of the
@@ -53,7 +53,8 @@ Failure modes:
   LLM calls (baseline, else trailing 7 days), as later calls carry more context;
   the median of that gap over the last 6 h must be >= +10% at 4 standard errors,
   and its least-squares trend over 24 h rising by >= 5%/day at 3 standard errors
-  but slower than doubling a day (a jump is a spike or a step, not a creep). The
+  but slower than doubling a day, with residuals around that trend no wider than 3x
+  the agent's usual variance of the gap (a jump is a spike or a step, not a creep). The
   session itself costs at least its reference and is near the recent level.
   Major at +30%, critical when the level has doubled.
 * ``cascade_failure``: the session failed after one of its child sessions failed,
@@ -69,10 +70,17 @@ Failure modes:
   session also behaves differently: output tokens per call >= 1.3x (or <= 0.77x)
   the usual, a failure where the agent usually succeeds, or more turns than usual.
 
+Window shifts (``windows``):
+
+* ``tool_share_shift``: a tool that 15-80% of the agent's sessions called is called by
+  at most half that share (or at least twice it, +20 points) over its last 16-128
+  sessions, at a binomial tail below 1e-5; major from a 35-point move.
+
 The IsolationForest (``ml.forest``) is trained and scored separately, per agent.
 
 Modules: ``history`` (the trailing statistics, baselines and name histories every
-detector compares with), ``rules`` (the seed's three), ``failure_modes`` (the seven);
+detector compares with), ``rules`` (the seed's three), ``failure_modes`` (the seven),
+``windows`` (shifts over an agent's latest sessions);
 ``detect`` below runs them all for a day. Verdict types and severities: ``ml.verdicts``.
 """
 
@@ -96,6 +104,7 @@ from ml.anomaly.failure_modes import (
 )
 from ml.anomaly.history import HISTORY, ItemHistory, attach_baselines, creep_inputs, trailing
 from ml.anomaly.rules import cost_spike, latency_spike, missing_tools, tool_usage_change
+from ml.anomaly.windows import tool_share_shift
 from ml.features import derive, micros
 from ml.verdicts import no_anomalies
 
@@ -136,6 +145,7 @@ def detect(frame: pl.DataFrame, *, day_start: datetime, day_end: datetime,
         creep,
         cascade_failure(f, judged, baselines or {}),
         model_change(judged, models, baselines or {}),
+        tool_share_shift(f, judged, baselines or {}),
     ]
     found = [p for p in parts if p is not None and not p.is_empty()]
     if not found:

@@ -42,6 +42,11 @@ CREEP_SLOPE = 0.05  # log units per day
 CREEP_SLOPE_Z = 3.0
 CREEP_MAX_SLOPE = math.log(2.0)  # faster than doubling in a day is a jump, not a creep
 CREEP_CONSISTENT = 2.0  # the session is within this many sigmas below the recent level
+# A creep is a line through the noise: the 24 h trend's residual variance stays near the
+# agent's usual spread of the gap (0.3-1.0x of its square in the simulated creep). A spike or
+# a step inside the window leaves far wider residuals (7-10x after a 6x spike), and its
+# slope is no creep: ``cost_spike`` (or the regression against the baseline) reports it.
+CREEP_FIT = 3.0
 # cascade_failure
 CASCADE_WINDOW = timedelta(hours=6)
 CASCADE_RATE_FLOOR = 0.02
@@ -188,7 +193,8 @@ def cost_creep(j: pl.DataFrame) -> pl.DataFrame:
     resid = ((sxx - sx * sx / n) - slope * slope * var_t) / (n - 2)
     slope_se = (resid.clip(lower_bound=0) / var_t).sqrt()
     sigma = pl.max_horizontal((pl.col("g_q75") - pl.col("g_q25")) / IQR_TO_SIGMA, pl.lit(SIGMA_FLOOR))
-    rows = (j.with_columns(slope.alias("slope"), slope_se.alias("slope_se"), sigma.alias("gap_sigma"))
+    rows = (j.with_columns(slope.alias("slope"), slope_se.alias("slope_se"), sigma.alias("gap_sigma"),
+                           resid.alias("resid"))
             .with_columns((pl.col("r_gap_med") / (1.25 * pl.col("gap_sigma") / pl.col("r_gap_n").sqrt()))
                           .alias("level_z"))
             .filter(pl.col("cost_gap").is_not_null() & (pl.col("g_n") >= MIN_HISTORY)
@@ -196,6 +202,7 @@ def cost_creep(j: pl.DataFrame) -> pl.DataFrame:
                     & (pl.col("r_gap_med") >= CREEP_LEVEL) & (pl.col("level_z") >= CREEP_LEVEL_Z)
                     & (pl.col("slope") >= CREEP_SLOPE) & (pl.col("slope") >= CREEP_SLOPE_Z * pl.col("slope_se"))
                     & (pl.col("slope") <= CREEP_MAX_SLOPE)
+                    & (pl.col("resid") <= CREEP_FIT * pl.col("gap_sigma") ** 2)
                     & (pl.col("cost_gap") >= 0)
                     & (pl.col("cost_gap") >= pl.col("r_gap_med") - CREEP_CONSISTENT * pl.col("gap_sigma"))))
 

@@ -7,8 +7,8 @@ import math
 
 import polars as pl
 
-from ml.anomaly.history import MIN_HISTORY, robust_sigma
-from ml.features import millis, money, pct, times
+from ml.anomaly.history import MIN_HISTORY, SIGMA_FLOOR, robust_sigma
+from ml.features import IQR_TO_SIGMA, millis, money, pct, times
 from ml.verdicts import build, no_anomalies
 
 SPIKE_SIGMAS = 3.0
@@ -18,6 +18,10 @@ COST_LEVELS = ((3.0, 6.0, "critical"), (2.0, 4.5, "major"))
 LATENCY_MEAN_RATIO = 2.0
 LATENCY_RECENT_MIN = 5
 LATENCY_SUSTAINED = 1.75  # session and recent median both this far above the median
+# ... and the recent median that far above by 3 of its standard errors (robust sigma x 1.25 /
+# sqrt(n)): five sessions of a quiet agent at night are a small sample of a wide distribution
+# (the simulated retriever's slowest hour of a clean week had a median of 1.8x at 2.1 errors).
+LATENCY_RECENT_Z = 3.0
 LATENCY_MAJOR_SIGMAS = 5.0
 COMMON_TOOL = 0.8
 ALWAYS_TOOL = 0.95
@@ -48,7 +52,10 @@ def cost_spike(j: pl.DataFrame) -> pl.DataFrame:
 
 
 def latency_spike(j: pl.DataFrame) -> pl.DataFrame:
-    recent = pl.when(pl.col("r_lat_n") >= LATENCY_RECENT_MIN).then((pl.col("r_lat_med") - pl.col("h_lat_med")).exp())
+    sigma = pl.max_horizontal((pl.col("h_lat_q75") - pl.col("h_lat_q25")) / IQR_TO_SIGMA, pl.lit(SIGMA_FLOOR))
+    recent_z = (pl.col("r_lat_med") - pl.col("h_lat_med")) / (1.25 * sigma / pl.col("r_lat_n").sqrt())
+    recent = (pl.when((pl.col("r_lat_n") >= LATENCY_RECENT_MIN) & (recent_z >= LATENCY_RECENT_Z))
+              .then((pl.col("r_lat_med") - pl.col("h_lat_med")).exp()))
     gap = pl.col("log_latency_per_call") - pl.col("h_lat_med")
     rows = (j.filter((pl.col("h_lat_n") >= MIN_HISTORY) & pl.col("latency_per_call").is_not_null())
             .with_columns(recent.alias("recent_ratio"), gap.exp().alias("ratio"))

@@ -13,27 +13,28 @@ import pickle
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
 
 import polars as pl
 import pytest
 
 from ml import anomaly, baseline, evaluation, forest, regression
 from ml.schema import SESSION_SCHEMA, SchemaError, conform
-from ml.verdicts import FAILURE_MODES, RULES
+from ml.verdicts import FAILURE_MODES, RULES, WINDOW_SHIFTS
 from tests.support.ml import (
+    DAYS,
+    JUDGED,
     START,
     auto_baselines,
     day_bounds,
     detect_days,
     judged,
+    scenario_anomalies,
+    scenario_forests,
+    scenario_frames,
     session_frame,
     session_row,
-    simulate,
 )
 
-DAYS = 4
-JUDGED = range(1, DAYS)  # day 0 is the history the baselines come from
 SEVERITIES = {"minor", "major", "critical"}
 
 
@@ -58,10 +59,9 @@ class Scenario:
                                                                           how="semi")
 
 
-@lru_cache(maxsize=None)
 def scenario(*specs: str) -> Scenario:
-    frame, truth = simulate(DAYS, specs, seed=7)
-    return Scenario(frame, truth, detect_days(frame, JUDGED), judged(frame, JUDGED))
+    frame, truth = scenario_frames(*specs)
+    return Scenario(frame, truth, scenario_anomalies(*specs), judged(frame, JUDGED))
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +248,7 @@ def test_verdicts_are_for_the_day_only_with_readable_explanations(clean):
     assert found.filter(pl.col("anomaly_type") == "cost_spike").height > 100
     on_day = s.frame.filter((pl.col("started_at") >= start) & (pl.col("started_at") < end))
     assert found.join(on_day, on="session_id", how="anti").is_empty()
-    assert set(found.get_column("anomaly_type")) <= set(RULES + FAILURE_MODES)
+    assert set(found.get_column("anomaly_type")) <= set(RULES + FAILURE_MODES + WINDOW_SHIFTS)
     assert set(found.get_column("severity")) <= SEVERITIES
     assert found.select("session_id", "anomaly_type").is_unique().all()
     for row in found.iter_rows(named=True):
@@ -423,16 +423,9 @@ def test_faults_do_not_raise_critical_verdicts_of_other_types():
 
 
 def _forest_verdicts(s: Scenario) -> pl.DataFrame:
-    found = []
-    for day in JUDGED:
-        start, end = day_bounds(day)
-        for agent in sorted(s.frame.get_column("agent_name").unique().to_list()):
-            rows = s.frame.filter(pl.col("agent_name") == agent)
-            model = forest.train(rows.filter(pl.col("started_at") < start), agent_name=agent, day_start=start)
-            if model is not None:
-                found.append(forest.score(model, rows.filter((pl.col("started_at") >= start)
-                                                             & (pl.col("started_at") < end))))
-    return pl.concat(found, how="vertical")
+    """Each agent's forest of each judged day, trained on the days before it."""
+    assert s.frame.equals(scenario_frames()[0])  # the clean run's, computed once for all tests
+    return scenario_forests()
 
 
 def test_same_history_gives_same_forest_version(clean):
