@@ -73,11 +73,18 @@ class LocalPostgres:
     # Throw-away clusters (tests, benchmarks) trade durability for speed; the
     # platform's own cluster never does.
     durable: bool = True
+    # Preload TimescaleDB when its library is installed (tests turn it off to check that case).
+    preload_timescaledb: bool = True
 
     def __post_init__(self) -> None:
         self.base_dir = Path(self.base_dir).resolve()
         self.bin = find_pg_bin()
         self.os_user = _server_os_user()
+
+    @property
+    def timescaledb_library(self) -> bool:
+        """TimescaleDB's library is installed beside these server binaries."""
+        return (self.bin.parent / "lib" / "timescaledb.so").exists()
 
     @property
     def data_dir(self) -> Path:
@@ -176,6 +183,9 @@ class LocalPostgres:
         ]
         if not self.durable:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        if self.preload_timescaledb and self.timescaledb_library:
+            # Installed but not preloaded, TimescaleDB cannot be created; preloaded, migrations use it.
+            options.append("-c shared_preload_libraries=timescaledb")
         self._run(
             "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file),
             "-o", " ".join(options), "-w", "-t", "60", "start",

@@ -29,6 +29,13 @@ class PlatformSettings(BaseSettings):
     # Server processes; validation is CPU-bound, so one per core.
     api_workers: int = Field(default=2, gt=0)
 
+    # Prometheus metrics of the API (summed over its workers), on their own port: not public.
+    # Port 0: not served.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0)
+    # json: one JSON object per log line (with the request id); text: for a terminal.
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+
     # auto: hypertables when the timescaledb extension is installable; off: plain tables.
     timescaledb: str = Field(default="auto", pattern="^(auto|off)$")
 

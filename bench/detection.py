@@ -43,7 +43,8 @@ START = 1_780_272_000_000  # 2026-06-01T00:00:00Z
 async def load(url: str, principal: Principal, sessions: list[dict]) -> None:
     async with await psycopg.AsyncConnection.connect(url) as conn:
         for i in range(0, len(sessions), 1000):
-            batch = [validate_session(s, check_text=False)[0] for s in sessions[i : i + 1000]]
+            batch = [session_store.encode(principal, validate_session(s, check_values=False)[0])
+                     for s in sessions[i : i + 1000]]
             await session_store.ingest(conn, principal, batch)
 
 

@@ -35,7 +35,7 @@ from bagula.localdb import LocalPostgres, free_port  # noqa: E402
 from ingest_api import db  # noqa: E402
 from ingest_api.store import keys  # noqa: E402
 from ingest_api.store.keys import Principal  # noqa: E402
-from ingest_api.store.sessions import SessionRows  # noqa: E402
+from ingest_api.store.sessions import SessionRows, encode  # noqa: E402
 from ingest_api.wire import validate_session  # noqa: E402
 from simulator.samples import make_session  # noqa: E402
 
@@ -92,13 +92,13 @@ def plain_copy_rate(database_url: str, batches: list[list[dict]], per_transactio
     with psycopg.connect(database_url) as conn:
         new = keys.create_key(conn, f"bench-copy-{uuid.uuid4().hex[:8]}")
     principal = Principal(new.key_id, new.project_id)
-    sessions = [validate_session(s, check_text=False)[0] for b in batches for s in b]
+    sessions = [validate_session(s, check_values=False)[0] for b in batches for s in b]
     chunks = []
     for i in range(0, len(sessions), per_transaction):
         rows = SessionRows()
         for s in sessions[i : i + per_transaction]:
             s["sessionId"] = uuid.uuid4()  # fresh ids: the API run stored the originals
-            rows.add(principal, s)
+            rows.extend(encode(principal, s).rows)
         chunks.append(rows)
     with psycopg.connect(database_url) as conn:
         started = time.perf_counter()

@@ -50,7 +50,8 @@ def simulated(count: int, start_ms: float, seed: int) -> list[dict]:
 async def load(url: str, principal: Principal, sessions: list[dict]) -> None:
     async with await psycopg.AsyncConnection.connect(url) as conn:
         for i in range(0, len(sessions), 1000):
-            batch = [validate_session(s, check_text=False)[0] for s in sessions[i : i + 1000]]
+            batch = [session_store.encode(principal, validate_session(s, check_values=False)[0])
+                     for s in sessions[i : i + 1000]]
             await session_store.ingest(conn, principal, batch)
 
 

@@ -10,8 +10,11 @@ from fastapi.openapi.utils import get_openapi
 from psycopg_pool import AsyncConnectionPool
 
 from ingest_api import problems
-from ingest_api.routes import detection, health, ingest, metrics, sessions
+from ingest_api.access import Access
+from ingest_api.guard import RequestGuard
+from ingest_api.routes import detection, health, ingest, metrics, search, sessions
 from ingest_api.settings import ApiSettings, get_api_settings
+from ingest_api.telemetry import RequestTelemetry
 
 DESCRIPTION = """Every `/v1` call needs `Authorization: Bearer <key>`; the key decides the project.
 
@@ -54,7 +57,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app, settings.retry_after_s)
-    for module in (health, ingest, sessions, metrics, detection):
+    access = Access(settings)
+    app.state.access = access
+    app.add_middleware(RequestGuard, settings=settings, access=access)
+    # Outermost: every answer, refusals included, is counted, logged and carries a request id.
+    app.add_middleware(RequestTelemetry)
+    for module in (health, ingest, sessions, search, metrics, detection):
         app.include_router(module.router, responses=problems.RESPONSES)
 
     def openapi() -> dict:

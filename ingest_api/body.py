@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from fastapi import HTTPException, Request
+
+from ingest_api.wire import exact_float, exact_int
 
 
 class PayloadTooLarge(HTTPException):
@@ -60,29 +63,41 @@ async def read_body(request: Request, limit: int) -> bytes:
 @dataclass
 class Envelope:
     sessions: list[Any]
-    # True when the text needs a per-session walk for NUL / invalid UTF-8.
-    suspicious_text: bool
+    # True when the body was parsed exactly: every value needs a per-session walk for NUL,
+    # invalid UTF-8 and numbers set aside as inexact (wire.bad_values).
+    exact: bool
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# 20 digits in a row: possibly an integer beyond 64 bits, which orjson would turn into a float.
+_LONG_NUMBER = re.compile(rb"\d{20}")
+
+
 def parse_envelope(body: bytes, max_sessions: int) -> Envelope:
-    """``{"sessions": [...], "timestamp": ...}``, or a 4xx for the request as a whole."""
-    suspicious = b"\\u0000" in body
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson refuses invalid UTF-8 and lone surrogates anywhere in the body.
-        # Such text is a fault of one session, not of the request: parse
-        # leniently and let validation pin it on the sessions that carry it.
+    """``{"sessions": [...], "timestamp": ...}``, or a 4xx for the request as a whole.
+
+    The fast path is orjson. A body it refuses (invalid UTF-8, lone surrogates, a number out
+    of a double's range) or whose values it could change (a NUL escape, a very long number)
+    is parsed again exactly and leniently: such faults belong to the session that carries
+    them, not to the request, so validation pins them on it."""
+    exact = b"\\u0000" in body or _LONG_NUMBER.search(body) is not None
+    document: Any = None
+    if not exact:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            exact = True
+    if exact:
         try:
             text = body.decode("utf-8", errors="surrogateescape")
-            document = json.loads(text, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as exc:
+            document = json.loads(text, parse_constant=_reject_constant, parse_int=exact_int, parse_float=exact_float)
+        except RecursionError:
+            raise HTTPException(400, "body is not valid JSON: nested too deeply") from None
+        except ValueError as exc:
             raise HTTPException(400, f"body is not valid JSON: {exc}") from None
-        suspicious = True
     if not isinstance(document, dict) or not isinstance(document.get("sessions"), list):
         raise HTTPException(
             422, 'body must be a JSON object {"sessions": [...], "timestamp": <epoch ms>}'
@@ -97,4 +112,4 @@ def parse_envelope(body: bytes, max_sessions: int) -> Envelope:
         raise PayloadTooLarge(
             f"batch has {len(sessions)} sessions; the limit is {max_sessions} per request"
         )
-    return Envelope(sessions=sessions, suspicious_text=suspicious)
+    return Envelope(sessions=sessions, exact=exact)

@@ -40,6 +40,27 @@ def current_revision(database_url: str) -> str | None:
         return row[0] if row else None
 
 
+def timescaledb_unusable(scalar) -> str | None:
+    """Why hypertables cannot be used on this server (None when they can). ``scalar(sql)``
+    runs a query and returns its one value: callers bring their own connection. Installed is
+    not enough: the library must be preloaded, or `create extension` fails."""
+    if not scalar("select count(*) from pg_available_extensions where name = 'timescaledb'"):
+        return "the timescaledb extension is not installed on this server"
+    if scalar("select count(*) from pg_extension where extname = 'timescaledb'"):
+        return None
+    preloaded = scalar("select current_setting('shared_preload_libraries')") or ""
+    if "timescaledb" not in [name.strip() for name in preloaded.split(",")]:
+        return ("timescaledb is installed but not preloaded: add it to shared_preload_libraries "
+                "in postgresql.conf and restart PostgreSQL")
+    return None
+
+
+def timescaledb_status(database_url: str) -> str | None:
+    """timescaledb_unusable for the database at this URL."""
+    with psycopg.connect(database_url) as conn:
+        return timescaledb_unusable(lambda sql: conn.execute(sql).fetchone()[0])
+
+
 def hypertables(database_url: str) -> list[str]:
     """Names of the tables that are TimescaleDB hypertables (empty on plain PostgreSQL)."""
     with psycopg.connect(database_url) as conn:

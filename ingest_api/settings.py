@@ -15,9 +15,31 @@ class ApiSettings(BaseSettings):
 
     database_url: str | None = None
 
-    # Whole-request limits on POST /v1/sessions/ingest.
+    # Whole-request limits. The ingest body's limit applies to the bytes sent and again after
+    # gzip decompression; every other endpoint takes small JSON bodies only.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_small_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_batch_sessions: int = Field(default=1000, gt=0)
+
+    # What one session may hold.
+    max_turns: int = Field(default=500, gt=0)
+    max_llm_calls: int = Field(default=2000, gt=0)
+    max_tool_calls: int = Field(default=5000, gt=0)
+    max_tags: int = Field(default=64, ge=0)
+    max_metadata_bytes: int = Field(default=64 * 1024, gt=0)
+    # Session times must fall within [now - max age, now + max future]: a unit mistake or a
+    # clock far off would otherwise scatter rows over distant time partitions.
+    max_session_age_days: float = Field(default=365, gt=0)
+    max_session_future_s: float = Field(default=86_400, ge=0)
+    # Errors listed per rejected session (the rest are counted in errorCount).
+    max_errors_per_session: int = Field(default=20, gt=0)
+
+    # Requests per API key, per API process (limits' notation, e.g. "100/second;3000/minute").
+    rate_limit_per_key: str = "100/second"
+    # Failed authentications per client address, per API process, before it gets 429s.
+    failed_auth_limit: str = "20/minute"
+    # Seconds a key lookup (found or unknown) is reused; a revoked key is refused within this.
+    auth_cache_s: float = Field(default=5.0, ge=0)
 
     pool_min_size: int = Field(default=2, ge=0)
     pool_max_size: int = Field(default=10, gt=0)

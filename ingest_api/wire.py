@@ -7,6 +7,7 @@ ones beside it.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -143,6 +144,8 @@ def extras(obj: dict[str, Any], typed: type) -> dict[str, Any] | None:
 class FieldError:
     field: str
     message: str
+    # What kind of fault, for counting rejections by reason (not sent to clients).
+    reason: str = "schema"
 
 
 @dataclass(frozen=True)
@@ -175,25 +178,49 @@ def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
     return errors
 
 
-def bad_text(value: Any, path: str = "") -> list[FieldError]:
-    """Strings PostgreSQL cannot store: NUL characters and invalid UTF-8 (lone surrogates)."""
+class Inexact:
+    """A JSON number the exact parser kept aside: an integer beyond 64 bits or a float
+    beyond a double's range, which no column could store without changing it."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+def exact_int(literal: str) -> int | Inexact:
+    value = int(literal)
+    return value if -(2**63) <= value < 2**64 else Inexact(literal)
+
+
+def exact_float(literal: str) -> float | Inexact:
+    value = float(literal)
+    return value if math.isfinite(value) else Inexact(literal)
+
+
+def bad_values(value: Any, path: str = "") -> list[FieldError]:
+    """What PostgreSQL cannot store as sent: NUL characters and invalid UTF-8 (lone
+    surrogates) in strings and field names, and numbers the exact parser set aside."""
     found: list[FieldError] = []
     stack = [(value, path)]
     while stack:
         item, where = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                found.append(FieldError(where, "text contains a NUL character"))
+                found.append(FieldError(where, "text contains a NUL character", "text"))
             else:
                 try:
                     item.encode("utf-8")
                 except UnicodeEncodeError:
-                    found.append(FieldError(where, "text is not valid UTF-8"))
+                    found.append(FieldError(where, "text is not valid UTF-8", "text"))
+        elif isinstance(item, Inexact):
+            found.append(FieldError(where, f"number {item.literal[:40]} cannot be stored exactly "
+                                           "(integers must fit in 64 bits, other numbers in a double)", "number"))
         elif isinstance(item, dict):
             for key, child in item.items():
                 child_path = f"{where}.{key}" if where else str(key)
-                if isinstance(key, str) and bad_text(key):
-                    found.append(FieldError(child_path, "field name is not valid text"))
+                if isinstance(key, str) and bad_values(key):
+                    found.append(FieldError(child_path, "field name is not valid text", "text"))
                 stack.append((child, child_path))
         elif isinstance(item, list):
             stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
@@ -201,18 +228,80 @@ def bad_text(value: Any, path: str = "") -> list[FieldError]:
     return found
 
 
-def _consistency_errors(session: Session) -> list[FieldError]:
-    """Cross-field rules: times in order, ids unique within the session."""
+def too_deep(value: Any, limit: int, path: str = "") -> str | None:
+    """The path of the first value nested deeper than ``limit`` levels, or None."""
+    stack = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > limit:
+            return where
+        if isinstance(item, dict):
+            stack.extend((child, f"{where}.{key}" if where else str(key), depth + 1) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
+    return None
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """What one session may hold (settings), and the window its times must fall in (per request)."""
+
+    max_turns: int = 500
+    max_llm_calls: int = 2000
+    max_tool_calls: int = 5000
+    max_tags: int = 64
+    earliest_ms: float = 0
+    latest_ms: float = MAX_EPOCH_MS
+
+
+def _sizes(raw: dict[str, Any], limits: SessionLimits) -> list[FieldError]:
+    """Structural limits, checked on the raw session before anything walks it: a session of
+    200,000 empty turns is refused by one comparison, not by 200,000 validation errors."""
     errors: list[FieldError] = []
+    turns = raw.get("turns")
+    if isinstance(turns, list):
+        if len(turns) > limits.max_turns:
+            return [FieldError("turns", f"at most {limits.max_turns} turns per session (got {len(turns)})", "limit")]
+        llm_calls = tool_calls = 0
+        for turn in turns:
+            if not isinstance(turn, dict):
+                continue
+            calls = turn.get("llmCalls")
+            llm_calls += len(calls) if isinstance(calls, list) else 0
+            response = turn.get("agentResponse")
+            tools = response.get("toolCalls") if isinstance(response, dict) else None
+            tool_calls += len(tools) if isinstance(tools, list) else 0
+        if llm_calls > limits.max_llm_calls:
+            errors.append(FieldError("turns", f"at most {limits.max_llm_calls} LLM calls per session (got {llm_calls})",
+                                     "limit"))
+        if tool_calls > limits.max_tool_calls:
+            errors.append(FieldError("turns", f"at most {limits.max_tool_calls} tool calls per session "
+                                              f"(got {tool_calls})", "limit"))
+    tags = raw.get("tags")
+    if isinstance(tags, list) and len(tags) > limits.max_tags:
+        errors.append(FieldError("tags", f"at most {limits.max_tags} tags per session (got {len(tags)})", "limit"))
+    return errors
+
+
+def _consistency_errors(session: Session, limits: SessionLimits) -> list[FieldError]:
+    """Cross-field rules: times in order and within the accepted window, ids unique within the session."""
+    errors: list[FieldError] = []
+
+    def check_time(path: str, value: float | None) -> None:
+        if value is not None and not limits.earliest_ms <= value <= limits.latest_ms:
+            errors.append(FieldError(path, f"time {value:.0f} (epoch ms) is outside the accepted window "
+                                           f"{limits.earliest_ms:.0f}..{limits.latest_ms:.0f}", "time_window"))
 
     def check_span(path: str, item: dict) -> None:
         end = item.get("endTime")
         if end is not None and end < item["startTime"]:
-            errors.append(FieldError(f"{path}endTime", "endTime is before startTime"))
+            errors.append(FieldError(f"{path}endTime", "endTime is before startTime", "consistency"))
+        check_time(f"{path}startTime", item["startTime"])
+        check_time(f"{path}endTime", end)
 
     def check_unique(seen: set[str], value: str, path: str, what: str) -> None:
         if value in seen:
-            errors.append(FieldError(path, f"duplicate {what} {value!r} within the session"))
+            errors.append(FieldError(path, f"duplicate {what} {value!r} within the session", "consistency"))
         seen.add(value)
 
     check_span("", session)
@@ -221,6 +310,7 @@ def _consistency_errors(session: Session) -> list[FieldError]:
     tool_ids: set[str] = set()
     for t, turn in enumerate(session.get("turns", ())):
         check_unique(turn_ids, turn["turnId"], f"turns[{t}].turnId", "turnId")
+        check_time(f"turns[{t}].timestamp", turn["timestamp"])
         for c, call in enumerate(turn.get("llmCalls", ())):
             path = f"turns[{t}].llmCalls[{c}]."
             check_unique(call_ids, call["callId"], path + "callId", "callId")
@@ -232,20 +322,24 @@ def _consistency_errors(session: Session) -> list[FieldError]:
     return errors
 
 
-def validate_session(raw: Any, *, check_text: bool) -> tuple[Session | None, list[FieldError]]:
+def validate_session(raw: Any, *, check_values: bool,
+                     limits: SessionLimits = SessionLimits()) -> tuple[Session | None, list[FieldError]]:
     """A valid Session (a dict; ids parsed to UUIDs) and no errors, or None and every fault found.
 
-    ``check_text`` walks all strings for NUL and invalid UTF-8; the caller skips
-    it when the raw body proves neither can occur (the common, fast case).
+    ``check_values`` walks every value for text PostgreSQL cannot store and inexact numbers;
+    the caller skips it when the raw body proves neither can occur (the common, fast case).
     """
     if not isinstance(raw, dict):
         return None, [FieldError("", "a session must be a JSON object")]
-    errors = bad_text(raw) if check_text else []
+    errors = _sizes(raw, limits)
+    if errors:
+        return None, errors
+    errors = bad_values(raw) if check_values else []
     try:
         session = SESSION_ADAPTER.validate_python(raw)
     except ValidationError as exc:
         return None, errors + _pydantic_errors(exc)
-    errors += _consistency_errors(session)
+    errors += _consistency_errors(session, limits)
     return (None, errors) if errors else (session, [])
 
 
@@ -254,5 +348,5 @@ def raw_session_id(raw: Any) -> Any:
     if isinstance(raw, dict):
         value = raw.get("sessionId")
         if value is None or isinstance(value, (str, int, float, bool)):
-            return value if not isinstance(value, str) or not bad_text(value) else None
+            return value if not isinstance(value, str) or not bad_values(value) else None
     return None

@@ -17,7 +17,7 @@ from dagster import (
 )
 from dagster_dbt import DbtCliResource, dbt_assets, get_asset_key_for_model
 
-from orchestration import watermark
+from orchestration import quarantine, watermark
 from orchestration.dbt import build_vars, ensure_manifest, prepare_marts
 from orchestration.detection.alerts import deliver_alerts
 from orchestration.detection.detect import Built, detect_days
@@ -28,13 +28,34 @@ from orchestration.settings import get_orchestration_settings
 
 @dbt_assets(manifest=ensure_manifest())
 def bagula_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, database: BagulaDatabase):
-    """`dbt build` of the selected models: incremental up to the run's watermark."""
+    """`dbt build` of the selected models: incremental up to the run's watermark. When it fails,
+    the batches whose rows it cannot take are quarantined and the rest is built (quarantine.py)."""
     os.environ.update(database.dbt_env())
     if not prepare_marts(database.database_url):
         raise Failure("dbt run --empty failed: the marts could not be created")
     upto = context.run.tags.get(watermark.RUN_TAG)
     build = build_vars(database.database_url, int(upto) if upto else None)
-    yield from dbt.cli(["build", "--vars", json.dumps(build)], context=context).stream()
+    args = ["build", "--vars", json.dumps(build)]
+    invocation = dbt.cli(args, context=context, raise_on_error=False)
+    # Held back until the build is known to have succeeded: after a quarantine the build is
+    # repeated, and only that build's events may reach Dagster (each model once).
+    events = list(invocation.stream())
+    if invocation.is_successful():
+        yield from events
+        return
+    error = str(invocation.get_error())
+    try:
+        found = quarantine.isolate(database.database_url, build["watermark"],
+                                   lambda w: quarantine.dbt_run_up_to(database.database_url, w))
+    except quarantine.NotTheData as exc:
+        raise Failure(f"dbt build failed, and not because of a batch's rows: {exc}") from None
+    if not found:
+        raise Failure(f"dbt build failed: {error}")
+    # The operator sees the quarantine in this run's log and with `bagula quarantine list`;
+    # the marts, detection and alerts go on for everything else.
+    context.log.error(f"quarantined {len(found)} ingest batch(es) the marts could not take: "
+                      f"{quarantine.summary(found)}; release with `bagula quarantine release TXID` once fixed")
+    yield from dbt.cli(args, context=context).stream()
 
 
 MART_DEPS = [get_asset_key_for_model([bagula_dbt_models], model)
@@ -43,12 +64,13 @@ ANOMALIES = AssetKey(["detection", "anomalies"])
 REGRESSIONS = AssetKey(["detection", "regressions"])
 
 
-def _built(tags: dict[str, str]) -> Built | None:
-    """What a run launched for new data judges: the rows its build wrote. None for a
-    backfill or a rerun (no tags): whole days, keeping what is already judged."""
+def _built(conn, tags: dict[str, str]) -> Built | None:
+    """What a run launched for new data judges: every session the marts wrote since detection's
+    own watermark (so a run that failed is caught up by the next). None for a backfill or a
+    rerun from the UI (no tags): whole days, keeping what is already judged."""
     if watermark.RUN_TAG not in tags:
         return None
-    return Built(after=int(tags.get(watermark.PREVIOUS_RUN_TAG, 0)), upto=int(tags[watermark.RUN_TAG]))
+    return Built(after=watermark.judged(conn), upto=watermark.of_marts(conn))
 
 
 @multi_asset(
@@ -70,7 +92,10 @@ def detection(context: AssetExecutionContext, database: BagulaDatabase):
         days.append(day.date())
         day += timedelta(days=1)
     with database.connect() as conn:
-        summary = detect_days(conn, days, built=_built(context.run.tags), log=context.log.info)
+        built = _built(conn, context.run.tags)
+        summary = detect_days(conn, days, built=built, log=context.log.info)
+        if built is not None:
+            watermark.set_judged(conn, built.upto)
     metadata = summary.as_metadata()
     yield MaterializeResult(asset_key=ANOMALIES, metadata={
         k: v for k, v in metadata.items() if not k.startswith("new_regressions")})

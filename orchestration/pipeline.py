@@ -10,7 +10,7 @@ from orchestration.assets import ANOMALIES, REGRESSIONS, alert_deliveries, bagul
 from orchestration.detection.alerts import pending_alert_count
 from orchestration.partitions import clip_days
 from orchestration.resources import BagulaDatabase, resources
-from orchestration.sensors import RUN_SELECTION
+from orchestration.sensors import RUN_SELECTION, next_run
 
 ASSETS = [bagula_dbt_models, detection, alert_deliveries]
 
@@ -18,16 +18,14 @@ ASSETS = [bagula_dbt_models, detection, alert_deliveries]
 def plan(database_url: str, days: list[date] | None = None, today: date | None = None,
          all_days: bool = False) -> tuple[dict[str, str] | None, str]:
     """Run tags for ``days`` (or every day with sessions: ``all_days``), a backfill that
-    judges whole days; by default for the sessions ingested since the marts were last
-    built (only those judged)."""
-    tags: dict[str, str] = {}
+    judges whole days; by default what the sensor would launch now (sensors.next_run)."""
     with BagulaDatabase(database_url=database_url).connect() as conn:
+        if days is None and not all_days:
+            tags, _, why = next_run(conn, today)
+            return tags, why
         if all_days:
             days = watermark.session_days(conn)
-        elif days is None:
-            previous, upto = watermark.of_marts(conn), watermark.current(conn)
-            days = watermark.touched_days(conn, previous, upto)
-            tags = {watermark.RUN_TAG: str(upto), watermark.PREVIOUS_RUN_TAG: str(previous)}
+    tags: dict[str, str] = {}
     inside, outside = clip_days(sorted(days), today or datetime.now(timezone.utc).date())
     if not inside:
         return None, "no sessions to judge" + (f" ({len(outside)} day(s) outside the partitions)" if outside else "")

@@ -1,9 +1,9 @@
 """Sensors: newly ingested sessions (by the ingest watermark), undelivered alerts; the
 hourly schedule of dbt's tests."""
 
+from datetime import date, datetime, timezone
 
-from datetime import datetime, timezone
-
+import psycopg
 from dagster import (
     AssetKey,
     AssetSelection,
@@ -31,6 +31,8 @@ NEW_SESSIONS = "new_sessions"
 RUN_SELECTION = AssetSelection.all() - AssetSelection.all_asset_checks()
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
              DagsterRunStatus.STARTED]
+# After a failed run the sensor waits before trying again: 10 s, doubling, at most 5 minutes.
+RETRY_BACKOFF_S = (10, 300)
 
 
 def _busy(context: SensorEvaluationContext, sensor_name: str) -> bool:
@@ -39,15 +41,31 @@ def _busy(context: SensorEvaluationContext, sensor_name: str) -> bool:
     return bool(runs)
 
 
-def plan_run(database: BagulaDatabase, cursor: int, today=None) -> tuple[RunRequest | None, int, str]:
-    """The run for sessions ingested since ``cursor`` (a watermark), the new cursor, and why."""
-    with database.connect() as conn:
-        upto = watermark.current(conn)
-        if upto <= cursor:
-            return None, cursor, "no transaction committed since the last run"
-        days = watermark.touched_days(conn, cursor, upto)
-    if not days:
+def _backing_off(context: SensorEvaluationContext) -> str | None:
+    """Why to wait after failed runs of this sensor (None: go ahead)."""
+    records = context.instance.get_run_records(
+        filters=RunsFilter(tags={"dagster/sensor_name": NEW_SESSIONS}), limit=8)
+    failures = 0
+    for record in records:
+        if record.dagster_run.status != DagsterRunStatus.FAILURE:
+            break
+        failures += 1
+    if not failures or records[0].end_time is None:
+        return None
+    wait = min(RETRY_BACKOFF_S[1], RETRY_BACKOFF_S[0] * 2 ** (failures - 1))
+    left = records[0].end_time + wait - datetime.now(timezone.utc).timestamp()
+    return f"the last {failures} run(s) failed; retrying in {left:.0f} s" if left > 0 else None
+
+
+def next_run(conn: psycopg.Connection, today: date | None = None) -> tuple[dict[str, str] | None, int, str]:
+    """Tags of the run that brings the marts and detection up to the current watermark, the
+    watermark, and why. Work is due when sessions were ingested since the marts' watermark,
+    or when detection has judged less than the marts hold (a run that failed is caught up)."""
+    upto, built, judged = watermark.current(conn), watermark.of_marts(conn), watermark.judged(conn)
+    if not watermark.pending_raw(conn, built, upto) and judged >= built:
         return None, upto, "no new sessions"
+    # Days of every session not judged yet: ingested since detection's watermark.
+    days = watermark.touched_days(conn, min(built, judged), upto)
     inside, outside = clip_days(days, today or datetime.now(timezone.utc).date())
     note = f"; sessions on {len(outside)} day(s) outside the detection partitions" if outside else ""
     if not inside:
@@ -56,24 +74,37 @@ def plan_run(database: BagulaDatabase, cursor: int, today=None) -> tuple[RunRequ
         ASSET_PARTITION_RANGE_START_TAG: min(inside).isoformat(),
         ASSET_PARTITION_RANGE_END_TAG: max(inside).isoformat(),
         watermark.RUN_TAG: str(upto),
-        watermark.PREVIOUS_RUN_TAG: str(cursor),
+        watermark.PREVIOUS_RUN_TAG: str(built),
     }
-    request = RunRequest(run_key=f"ingest-{cursor}-{upto}", tags=tags)
-    return request, upto, (
-        f"sessions on {len(inside)} day(s) {min(inside)}..{max(inside)}" + note)
+    return tags, upto, f"sessions on {len(inside)} day(s) {min(inside)}..{max(inside)}" + note
+
+
+def plan_run(database: BagulaDatabase, cursor: int, today: date | None = None) -> tuple[RunRequest | None, int, str]:
+    """The run for the work due (see next_run), the new cursor (the watermark last requested), and why."""
+    with database.connect() as conn:
+        tags, upto, why = next_run(conn, today)
+    if tags is None:
+        return None, max(cursor, upto), why
+    # No run_key: what is due is read from the database on every tick, so a failed run's work
+    # is asked for again (after the backoff) instead of being deduplicated away.
+    return RunRequest(tags=tags), upto, why
 
 
 def new_sessions_sensor_fn(context: SensorEvaluationContext, database: BagulaDatabase) -> SensorResult:
     """One run of the marts and detection per batch of newly committed sessions.
 
-    The cursor is the watermark the last requested run builds up to: rows below it
-    are committed, so nothing is skipped; the next run starts there, so nothing is
-    judged twice. While a run is in flight the cursor stays put and the
-    next run takes everything since (runs never overlap on the marts).
+    What is due comes from the database: raw rows below the current watermark that the marts
+    have not read, sessions the marts hold that detection has not judged. So nothing is
+    skipped (a batch that commits late stays above the watermark until it is visible) and a
+    failed run's batch is taken again by the next one. One run at a time; after failures the
+    sensor backs off. The cursor records the watermark last requested, for the UI.
     """
     cursor = int(context.cursor) if context.cursor else 0
     if _busy(context, NEW_SESSIONS):
         return SensorResult(skip_reason=SkipReason("previous run still in flight"), cursor=str(cursor))
+    waiting = _backing_off(context)
+    if waiting:
+        return SensorResult(skip_reason=SkipReason(waiting), cursor=str(cursor))
     request, new_cursor, why = plan_run(database, cursor)
     if request is None:
         return SensorResult(skip_reason=SkipReason(why), cursor=str(new_cursor))
@@ -107,7 +138,10 @@ def make_sensors(interval_s: int) -> list:
         if _busy(context, NEW_SESSIONS) or _busy(context, "pending_alerts"):
             return SkipReason("a run is in flight")
         with database.connect() as conn:
+            paused = alerts.delivery_paused(conn)
             pending = alerts.pending_alert_count(conn)
+        if paused:
+            return SkipReason(f"alert delivery is paused ({paused}); fix the webhook, then `bagula alerts requeue`")
         if not pending:
             return SkipReason("no pending alerts")
         return RunRequest(run_key=None, tags={"bagula/pending_alerts": str(pending)})

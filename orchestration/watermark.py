@@ -49,3 +49,33 @@ def session_days(conn: psycopg.Connection) -> list[date]:
         "select distinct (start_time at time zone 'UTC')::date from agent_sessions order by 1"
     ).fetchall()
     return [r[0] for r in rows]
+
+
+# What detection has judged: the marts watermark up to which every session is judged.
+DETECTION = "detection"
+
+
+def judged(conn: psycopg.Connection) -> int:
+    """The marts watermark detection has judged every session up to (0 before the first run)."""
+    row = conn.execute("select watermark from pipeline_watermarks where name = %s", (DETECTION,)).fetchone()
+    return row[0] if row else 0
+
+
+def set_judged(conn: psycopg.Connection, upto: int) -> None:
+    """Record that every session the marts hold up to ``upto`` is judged (never moves back)."""
+    conn.execute(
+        """
+        insert into pipeline_watermarks (name, watermark) values (%s, %s)
+        on conflict (name) do update set watermark = greatest(pipeline_watermarks.watermark, excluded.watermark),
+                                         updated_at = now()
+        """,
+        (DETECTION, upto),
+    )
+
+
+def pending_raw(conn: psycopg.Connection, lower: int, upper: int) -> bool:
+    """Whether any session was ingested between two watermarks (the marts have work)."""
+    return conn.execute(
+        "select exists (select 1 from agent_sessions where ingest_txid >= %s and ingest_txid < %s)",
+        (lower, upper),
+    ).fetchone()[0]

@@ -71,3 +71,67 @@ def dagster_webserver(host: str, port: int | None) -> None:
 @dagster_group.command("daemon", help="Dagster's daemon: the sensors, the schedule and the run queue.")
 def dagster_daemon() -> None:
     _exec_dagster(instance.daemon_command())
+
+
+@click.group(name="alerts", help="The alert outbox: delivery state, and resuming after a paused webhook.")
+def alerts_group() -> None:
+    pass
+
+
+@alerts_group.command("status", help="Alerts pending, delivered and failed; whether delivery is paused and why.")
+def alerts_status() -> None:
+    import psycopg
+
+    from orchestration.detection import alerts
+
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        state = alerts.status(conn)
+    click.echo(f"pending {state['pending']}, delivered {state['delivered']}, failed {state['failed']}")
+    click.echo(f"delivery paused {state['paused']}" if state["paused"] else "delivery running")
+
+
+@alerts_group.command("requeue", help="After fixing the webhook: resume delivery and send the failed alerts again.")
+def alerts_requeue() -> None:
+    import psycopg
+
+    from orchestration.detection import alerts
+
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        count = alerts.requeue(conn)
+    click.echo(f"delivery resumed; {count} failed alert(s) pending again (sent by the next run)")
+
+
+@click.group(name="quarantine", help="Ingest batches set aside because the marts could not build them.")
+def quarantine_group() -> None:
+    pass
+
+
+@quarantine_group.command("list", help="Quarantined batches (with --all, released ones too).")
+@click.option("--all", "include_released", is_flag=True)
+def quarantine_list(include_released: bool) -> None:
+    import psycopg
+
+    from orchestration import quarantine
+
+    with psycopg.connect(database_url()) as conn:
+        found = quarantine.listed(conn, include_released)
+    if not found:
+        click.echo("nothing quarantined")
+    for q in found:
+        state = f"released {q['released_at']:%Y-%m-%d %H:%M}" if q["released_at"] else "held"
+        click.echo(f"{q['ingest_txid']}  {q['sessions']} session(s)  projects {', '.join(q['project_ids'])}  "
+                   f"{q['quarantined_at']:%Y-%m-%d %H:%M}  {state}\n    {q['reason']}")
+
+
+@quarantine_group.command("release", help="Let the next build take a quarantined batch again (once the cause is fixed).")
+@click.argument("txid", type=int)
+def quarantine_release(txid: int) -> None:
+    import psycopg
+
+    from orchestration import quarantine
+
+    with psycopg.connect(database_url()) as conn:
+        released = quarantine.release(conn, txid)
+    if not released:
+        raise click.ClickException(f"no batch {txid} is quarantined")
+    click.echo(f"released {released} session(s); the next run builds them into the marts")

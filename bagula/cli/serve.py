@@ -14,6 +14,7 @@ from bagula.cli.pipeline import dagster_env
 from bagula.cli.schema import upgrade_schema
 from bagula.cli.superset import local_superset
 from bagula.localdb import LocalDbError, LocalPostgres
+from bagula.observability import MULTIPROCESS_ENV, log_config, serve_metrics
 from bagula.settings import get_platform_settings
 from bagula.superset import SupersetError, prepare_superset, superset_serve_command
 from bagula.supervisor import Service, supervise
@@ -29,10 +30,15 @@ DEFAULT_PROJECT = "default"
 @click.option("--workers", type=int, default=None, help="server processes; default: BAGULA_API_WORKERS or 2")
 def api(host: str | None, port: int | None, workers: int | None) -> None:
     settings = get_platform_settings()
-    database_url()
+    url = database_url()
+    if settings.metrics_port:
+        # Workers count into this directory; this process serves their sum.
+        directory = serve_metrics(settings.metrics_host, settings.metrics_port, url)
+        if directory:
+            os.environ[MULTIPROCESS_ENV] = directory
     uvicorn.run(
         "ingest_api.app:create_app", factory=True, host=host or settings.api_host, port=port or settings.api_port,
-        workers=workers or settings.api_workers, log_level="info", access_log=False,
+        workers=workers or settings.api_workers, log_config=log_config(settings.log_format), access_log=False,
     )
 
 

@@ -117,3 +117,6 @@ async def pin_baseline(agent_name: str, window: BaselineWindow, principal: Princ
         raise HTTPException(503, "the marts have not been built yet") from None
     except baseline_store.EmptyWindow:
         raise HTTPException(422, f"no session of {agent_name!r} started in that window (as of the marts)") from None
+    except baseline_store.PinConflict:
+        raise HTTPException(409, "another pin of this agent's baseline was committed at the same time; "
+                                 "read the baselines and retry if yours is still wanted") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -12,8 +13,11 @@ from typing_extensions import NotRequired, TypedDict
 from ingest_api.body import parse_envelope, read_body
 from ingest_api.deps import PoolDep, PrincipalDep, SettingsDep
 from ingest_api.problems import MEDIA_TYPE, Problem, problem
+from ingest_api.settings import ApiSettings
 from ingest_api.store import sessions as session_store
-from ingest_api.wire import FieldError, Rejection, Session, raw_session_id, validate_session
+from ingest_api.store.sessions import EncodedSession
+from ingest_api.telemetry import count_ingest
+from ingest_api.wire import FieldError, Rejection, Session, SessionLimits, raw_session_id, validate_session
 
 router = APIRouter(tags=["ingest"])
 
@@ -33,7 +37,9 @@ class ErrorItem(BaseModel):
 class RejectedSession(BaseModel):
     index: int = Field(description="position of the session in the request's sessions array")
     sessionId: Any = None
-    errors: list[ErrorItem]
+    errors: list[ErrorItem] = Field(description="the first faults found (at most BAGULA_MAX_ERRORS_PER_SESSION, "
+                                                "fewer once the answer has listed as many as its request was big)")
+    errorCount: int = Field(description="every fault found in the session, listed or not")
 
 
 class IngestResult(BaseModel):
@@ -63,12 +69,26 @@ def request_body_openapi() -> tuple[dict, dict]:
 OPENAPI_EXTRA, OPENAPI_DEFS = request_body_openapi()
 
 
-def _rejection_json(r: Rejection) -> dict:
-    return {
-        "index": r.index,
-        "sessionId": r.session_id,
-        "errors": [{"field": e.field, "message": e.message} for e in r.errors],
-    }
+def _rejections_json(rejected: list[Rejection], per_session: int, budget: int) -> list[dict]:
+    """The rejections, with their errors listed up to ``per_session`` each and ``budget`` in all:
+    an answer never grows much larger than the request that caused it."""
+    out = []
+    for r in rejected:
+        shown = r.errors[: max(0, min(per_session, budget))]
+        budget -= len(shown)
+        out.append({"index": r.index, "sessionId": r.session_id,
+                    "errors": [{"field": e.field, "message": e.message} for e in shown],
+                    "errorCount": len(r.errors)})
+    return out
+
+
+def _limits(settings: ApiSettings) -> SessionLimits:
+    now_ms = time.time() * 1000
+    return SessionLimits(
+        max_turns=settings.max_turns, max_llm_calls=settings.max_llm_calls, max_tool_calls=settings.max_tool_calls,
+        max_tags=settings.max_tags, earliest_ms=now_ms - settings.max_session_age_days * 86_400_000,
+        latest_ms=now_ms + settings.max_session_future_s * 1000,
+    )
 
 
 @router.post(
@@ -91,15 +111,19 @@ async def ingest_sessions(
 ) -> JSONResponse:
     body = await read_body(request, settings.max_body_bytes)
     envelope = parse_envelope(body, settings.max_batch_sessions)
+    limits = _limits(settings)
 
-    accepted: list[tuple[int, Session]] = []
+    accepted: list[tuple[int, EncodedSession]] = []
     rejected: list[Rejection] = []
     for index, raw in enumerate(envelope.sessions):
-        session, errors = validate_session(raw, check_text=envelope.suspicious_text)
+        session, errors = validate_session(raw, check_values=envelope.exact, limits=limits)
         if session is not None:
-            accepted.append((index, session))
-        else:
-            rejected.append(Rejection(index, raw_session_id(raw), errors))
+            try:
+                accepted.append((index, session_store.encode(principal, session, settings.max_metadata_bytes)))
+                continue
+            except session_store.Unstorable as exc:
+                errors = [FieldError(exc.field, exc.message, "unstorable")]
+        rejected.append(Rejection(index, raw_session_id(raw), errors))
 
     stored = duplicates = 0
     if accepted:
@@ -108,12 +132,15 @@ async def ingest_sessions(
             outcome = await session_store.ingest(conn, principal, [s for _, s in accepted])
         stored, duplicates = outcome.stored, outcome.duplicates
         for index, s in accepted:
-            message = outcome.refused.pop(s["sessionId"], None)
+            message = outcome.refused.pop(s.session_id, None)
             if message is not None:
-                rejected.append(Rejection(index, str(s["sessionId"]), [FieldError("", message)]))
+                rejected.append(Rejection(index, str(s.session_id), [FieldError("", message, "database")]))
         rejected.sort(key=lambda r: r.index)
 
-    result = {"stored": stored, "duplicates": duplicates, "rejected": [_rejection_json(r) for r in rejected]}
+    count_ingest(stored, duplicates, [r.errors[0].reason if r.errors else "schema" for r in rejected])
+    budget = max(100, len(body) // 100)
+    result = {"stored": stored, "duplicates": duplicates,
+              "rejected": _rejections_json(rejected, settings.max_errors_per_session, budget)}
     if rejected and not (stored or duplicates):
         return problem(422, f"every session of the batch was rejected ({len(rejected)}); nothing was stored",
                        **result)

@@ -31,6 +31,10 @@ class EmptyWindow(Exception):
     """No session of the agent started in the window."""
 
 
+class PinConflict(Exception):
+    """Another pin of the same agent's baseline committed first."""
+
+
 async def list_baselines(conn: psycopg.AsyncConnection, project_id: uuid.UUID, agent_name: str) -> list[dict]:
     """The agent's baselines, the active one first."""
     cur = await conn.execute(SELECT + " order by active desc, created_at desc", (project_id, agent_name))
@@ -61,6 +65,15 @@ async def pin(conn: psycopg.AsyncConnection, project_id: uuid.UUID, agent_name: 
     window = await _window_frame(conn, project_id, agent_name, start, end)
     if window.is_empty():
         raise EmptyWindow
+    try:
+        return await _activate(conn, project_id, agent_name, start, end, window)
+    except psycopg.errors.UniqueViolation:
+        # Two pins at once: both deactivated the old baseline, the second insert meets the first's.
+        raise PinConflict from None
+
+
+async def _activate(conn: psycopg.AsyncConnection, project_id: uuid.UUID, agent_name: str, start: datetime,
+                    end: datetime, window: pl.DataFrame) -> dict:
     async with conn.transaction():
         await conn.execute(
             "update baselines set active = false where project_id = %s and agent_name = %s and active",

@@ -89,10 +89,10 @@ def project_has_active_key(conn: psycopg.Connection, project_name: str) -> bool:
     ).fetchone()[0]
 
 
-async def authenticate(conn: psycopg.AsyncConnection, secret: str) -> Principal | None:
+async def authenticate(conn: psycopg.AsyncConnection, key_hash: bytes) -> Principal | None:
+    """The active key with this hash (see hash_key), or None."""
     cur = await conn.execute(
-        "select key_id, project_id from api_keys where key_hash = %s and revoked_at is null",
-        (hash_key(secret),),
+        "select key_id, project_id from api_keys where key_hash = %s and revoked_at is null", (key_hash,),
     )
     row = await cur.fetchone()
     return Principal(row[0], row[1]) if row else None

@@ -43,8 +43,28 @@ TOOL_COLUMNS = (
 )
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+# orjson's own limit on nesting; deeper JSON cannot be serialised for COPY.
+MAX_JSON_DEPTH = 254
+
+
+class Unstorable(Exception):
+    """A value that passed validation but cannot be stored as sent (a session's fault)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def _json(value: Any, path: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError as exc:
+        deep = wire.too_deep(value, MAX_JSON_DEPTH, path)
+        if deep is not None:
+            raise Unstorable(deep, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise Unstorable(path, f"cannot be stored as JSON: {exc}") from None
 
 
 def _num(value: Any) -> Any:
@@ -57,7 +77,7 @@ def _num(value: Any) -> Any:
 
 @dataclass
 class SessionRows:
-    """One batch as rows of the four raw tables, in COPY column order."""
+    """Sessions as rows of the four raw tables, in COPY column order."""
 
     sessions: list[tuple] = field(default_factory=list)
     turns: list[tuple] = field(default_factory=list)
@@ -73,53 +93,79 @@ class SessionRows:
             ("tool_calls", TOOL_COLUMNS, self.tool_calls),
         ]
 
-    def add(self, principal: Principal, s: Session) -> None:
-        project = str(principal.project_id)
-        sid = str(s["sessionId"])
-        parent = s.get("parentSessionId")
-        self.sessions.append((
-            project, sid, str(principal.key_id), s["agentName"], s.get("userId"),
-            str(parent) if parent else None, from_epoch_ms(s["startTime"]), from_epoch_ms(s.get("endTime")),
-            s["initialRequest"], _json(s.get("finalOutcome")), _json(s.get("metadata")),
-            s.get("tags"), _json(extras(s, wire.Session)),
+    def extend(self, other: "SessionRows") -> None:
+        self.sessions += other.sessions
+        self.turns += other.turns
+        self.llm_calls += other.llm_calls
+        self.tool_calls += other.tool_calls
+
+
+@dataclass
+class EncodedSession:
+    """One valid session, ready to COPY."""
+
+    session_id: uuid.UUID
+    rows: SessionRows
+
+
+def encode(principal: Principal, s: Session, max_metadata_bytes: int = 65536) -> EncodedSession:
+    """The session's rows; Unstorable (naming the field) when a value cannot be stored as sent.
+    Done before the batch's transaction, so a bad session costs only itself and no lock waits on it."""
+    project = str(principal.project_id)
+    sid = str(s["sessionId"])
+    parent = s.get("parentSessionId")
+    metadata = _json(s.get("metadata"), "metadata")
+    if metadata is not None and len(metadata) > max_metadata_bytes:
+        raise Unstorable("metadata", f"at most {max_metadata_bytes} bytes of JSON (got {len(metadata)})")
+    rows = SessionRows()
+    rows.sessions.append((
+        project, sid, str(principal.key_id), s["agentName"], s.get("userId"),
+        str(parent) if parent else None, from_epoch_ms(s["startTime"]), from_epoch_ms(s.get("endTime")),
+        s["initialRequest"], _json(s.get("finalOutcome"), "finalOutcome"), metadata,
+        s.get("tags"), _json(extras(s, wire.Session), ""),
+    ))
+    for t, turn in enumerate(s.get("turns", ())):
+        at = f"turns[{t}]"
+        turn_id = turn["turnId"]
+        response = turn.get("agentResponse")
+        stored_response = None
+        if response is not None:
+            # Tool calls have their own table; the rest of the response stays here.
+            stored_response = {"message": response.get("message"), **(extras(response, wire.AgentResponse) or {})}
+        rows.turns.append((
+            project, sid, turn_id, turn["turnNumber"], from_epoch_ms(turn["timestamp"]),
+            # trigger is NOT NULL: a JSON null is kept as the JSON value null
+            _json(turn["trigger"], f"{at}.trigger") or "null", _json(stored_response, f"{at}.agentResponse"),
+            _json(turn.get("userFeedback"), f"{at}.userFeedback"), _json(extras(turn, wire.Turn), at),
         ))
-        for turn in s.get("turns", ()):
-            turn_id = turn["turnId"]
-            response = turn.get("agentResponse")
-            stored_response = None
-            if response is not None:
-                # Tool calls have their own table; the rest of the response stays here.
-                stored_response = {"message": response.get("message"), **(extras(response, wire.AgentResponse) or {})}
-            self.turns.append((
-                project, sid, turn_id, turn["turnNumber"], from_epoch_ms(turn["timestamp"]),
-                # trigger is NOT NULL: a JSON null is kept as the JSON value null
-                orjson.dumps(turn["trigger"]).decode(), _json(stored_response),
-                _json(turn.get("userFeedback")), _json(extras(turn, wire.Turn)),
+        for position, call in enumerate(turn.get("llmCalls", ())):
+            here = f"{at}.llmCalls[{position}]"
+            m = call.get("metrics") or {}
+            extra = extras(call, wire.LlmCall) or {}
+            metrics_extra = extras(m, wire.LlmMetrics)
+            if metrics_extra:
+                extra["metrics"] = metrics_extra
+            rows.llm_calls.append((
+                project, sid, turn_id, call["callId"], position, call["provider"],
+                call["model"], from_epoch_ms(call["startTime"]), from_epoch_ms(call.get("endTime")),
+                m.get("tokensInput"), m.get("tokensOutput"), m.get("tokensTotal"),
+                m.get("costUsd"), m.get("latencyMs"),
+                _json(call.get("messages"), f"{here}.messages"), _json(call.get("response"), f"{here}.response"),
+                _json(extra or None, here),
             ))
-            for position, call in enumerate(turn.get("llmCalls", ())):
-                m = call.get("metrics") or {}
-                extra = extras(call, wire.LlmCall) or {}
-                metrics_extra = extras(m, wire.LlmMetrics)
-                if metrics_extra:
-                    extra["metrics"] = metrics_extra
-                self.llm_calls.append((
-                    project, sid, turn_id, call["callId"], position, call["provider"],
-                    call["model"], from_epoch_ms(call["startTime"]), from_epoch_ms(call.get("endTime")),
-                    m.get("tokensInput"), m.get("tokensOutput"), m.get("tokensTotal"),
-                    m.get("costUsd"), m.get("latencyMs"),
-                    _json(call.get("messages")), _json(call.get("response")), _json(extra or None),
-                ))
-            for position, tool in enumerate((response or {}).get("toolCalls", ())):
-                self.tool_calls.append((
-                    project, sid, turn_id, tool["toolId"], position, tool["toolName"],
-                    _json(tool.get("arguments")), from_epoch_ms(tool["startTime"]), from_epoch_ms(tool.get("endTime")),
-                    _json(tool.get("result")), tool.get("error"), tool.get("latencyMs"),
-                    _json(extras(tool, wire.ToolCall)),
-                ))
+        for position, tool in enumerate((response or {}).get("toolCalls", ())):
+            here = f"{at}.agentResponse.toolCalls[{position}]"
+            rows.tool_calls.append((
+                project, sid, turn_id, tool["toolId"], position, tool["toolName"],
+                _json(tool.get("arguments"), f"{here}.arguments"), from_epoch_ms(tool["startTime"]),
+                from_epoch_ms(tool.get("endTime")), _json(tool.get("result"), f"{here}.result"), tool.get("error"),
+                tool.get("latencyMs"), _json(extras(tool, wire.ToolCall), here),
+            ))
+    return EncodedSession(s["sessionId"], rows)
 
 
 async def copy_rows(cur: psycopg.AsyncCursor, rows: SessionRows) -> None:
-    """COPY a batch into the raw tables (the caller holds the transaction)."""
+    """COPY rows into the raw tables (the caller holds the transaction)."""
     for table, columns, data in rows.tables():
         if not data:
             continue
@@ -136,28 +182,29 @@ class IngestOutcome:
     refused: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
-async def _write(conn: psycopg.AsyncConnection, principal: Principal, sessions: list[Session]) -> int:
+async def _write(conn: psycopg.AsyncConnection, principal: Principal, sessions: list[EncodedSession]) -> int:
     async with conn.transaction():
         cur = conn.cursor()
-        await cur.execute(CLAIM_SQL, (principal.project_id, [s["sessionId"] for s in sessions]))
+        await cur.execute(CLAIM_SQL, (principal.project_id, [s.session_id for s in sessions]))
         claimed = {row[0] for row in await cur.fetchall()}
         rows = SessionRows()
         for s in sessions:
-            if s["sessionId"] in claimed:
-                rows.add(principal, s)
+            if s.session_id in claimed:
+                rows.extend(s.rows)
         await copy_rows(cur, rows)
     return len(claimed)
 
 
-async def ingest(conn: psycopg.AsyncConnection, principal: Principal, sessions: list[Session]) -> IngestOutcome:
+async def ingest(conn: psycopg.AsyncConnection, principal: Principal,
+                 sessions: list[EncodedSession]) -> IngestOutcome:
     """Store the sessions not seen before, in one transaction; count the rest as duplicates.
 
     A resent id (within the batch, from an earlier batch, or from a concurrent
     client) is stored once: the first copy wins.
     """
-    unique: dict[uuid.UUID, Session] = {}
+    unique: dict[uuid.UUID, EncodedSession] = {}
     for s in sessions:
-        unique.setdefault(s["sessionId"], s)
+        unique.setdefault(s.session_id, s)
     batch = list(unique.values())
     try:
         stored = await _write(conn, principal, batch)
@@ -171,7 +218,7 @@ async def ingest(conn: psycopg.AsyncConnection, principal: Principal, sessions: 
         try:
             outcome.stored += await _write(conn, principal, [s])
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-            outcome.refused[s["sessionId"]] = f"database refused the session: {exc.diag.message_primary}"
+            outcome.refused[s.session_id] = f"database refused the session: {exc.diag.message_primary}"
     outcome.duplicates = len(sessions) - outcome.stored - len(outcome.refused)
     return outcome
 

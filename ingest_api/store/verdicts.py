@@ -92,7 +92,8 @@ async def list_verdicts(conn: psycopg.AsyncConnection, kind: Kind, project_id: u
 async def set_resolved(conn: psycopg.AsyncConnection, kind: Kind, project_id: uuid.UUID, agent_name: str,
                        verdict_id: uuid.UUID, resolved: bool) -> dict | None:
     id_column, extra = KINDS[kind]
-    async with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+    # Committed before the answer is sent: a client that reads its write back sees it.
+    async with conn.transaction(), conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         await cur.execute(
             f"""
             update {kind}

@@ -13,28 +13,6 @@ from dataclasses import dataclass
 import polars as pl
 import psycopg
 
-from ml.verdicts import REGRESSION
-
-
-def _alert_payload_sql(kind: str) -> str:
-    """A Slack-compatible message for a new critical verdict (built in SQL so that the
-    verdict and its alert are one statement); ``kind`` is the SQL naming its type."""
-    return f"""
-        jsonb_build_object(
-            'text', format(':rotating_light: [%%s] %%s on %%s: %%s (session %%s)',
-                           upper(ins.severity), {kind}, ins.agent_name, ins.explanation, ins.session_id),
-            'blocks', jsonb_build_array(
-                jsonb_build_object('type', 'section', 'text', jsonb_build_object(
-                    'type', 'mrkdwn',
-                    'text', format('*[%%s] %%s* on `%%s`%%s%%s',
-                                   upper(ins.severity), {kind}, ins.agent_name, chr(10), ins.explanation))),
-                jsonb_build_object('type', 'context', 'elements', jsonb_build_array(
-                    jsonb_build_object('type', 'mrkdwn', 'text', format(
-                        'session `%%s` started %%s · project %%s · score %%s',
-                        ins.session_id, ins.session_started_at, projects.name, round(ins.score::numeric, 3))))))
-        )
-    """
-
 
 def _copy_rows(conn: psycopg.Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
     with conn.cursor().copy(f"copy {table} ({', '.join(columns)}) from stdin") as copy:
@@ -50,7 +28,6 @@ class VerdictTable:
     columns: dict[str, str]  # column -> type in the staging table
     key: str  # the natural key new verdicts are told apart by
     count_by: str  # what the returned counts are keyed by
-    type_sql: str  # the verdict's type in the alert's text
 
 
 ANOMALIES = VerdictTable(
@@ -58,16 +35,15 @@ ANOMALIES = VerdictTable(
     {"session_id": "uuid", "agent_name": "text", "session_started_at": "timestamptz", "anomaly_type": "text",
      "severity": "text", "score": "double precision", "explanation": "text", "details": "jsonb",
      "model_version": "text"},
-    "project_id, session_id, anomaly_type", "anomaly_type", "ins.anomaly_type")
+    "project_id, session_id, anomaly_type", "anomaly_type")
 REGRESSIONS = VerdictTable(
     "regressions", "regression", "regression_id",
     {"session_id": "uuid", "agent_name": "text", "session_started_at": "timestamptz", "baseline_id": "uuid",
      "severity": "text", "score": "double precision", "explanation": "text", "differences": "jsonb"},
-    "project_id, session_id, baseline_id", "severity", f"'{REGRESSION}'")
+    "project_id, session_id, baseline_id", "severity")
 
 
-def write(conn: psycopg.Connection, kind: VerdictTable, project_id: str,
-                   verdicts: pl.DataFrame) -> tuple[dict, int]:
+def write(conn: psycopg.Connection, kind: VerdictTable, project_id: str, verdicts: pl.DataFrame) -> tuple[dict, int]:
     """Insert the verdicts that are new, and an alert for each new critical one;
     returns ({kind.count_by value: new verdicts}, new alerts)."""
     if verdicts.is_empty():
@@ -87,10 +63,11 @@ def write(conn: psycopg.Connection, kind: VerdictTable, project_id: str,
                 returning *
             ),
             alerted as (
-                insert into alerts (project_id, source, source_id, agent_name, session_id, severity, payload)
+                -- The message is rendered when it is sent (alerts.render), from the verdict.
+                insert into alerts (project_id, source, source_id, agent_name, session_id, severity)
                 select ins.project_id, '{kind.source}', ins.{kind.id_column}, ins.agent_name, ins.session_id,
-                       ins.severity, {_alert_payload_sql(kind.type_sql)}
-                from ins join projects using (project_id)
+                       ins.severity
+                from ins
                 where ins.severity = 'critical'
                 returning 1
             )

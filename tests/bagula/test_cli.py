@@ -8,18 +8,20 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from bagula.localdb import LocalPostgres
+from bagula.localdb import LocalPostgres, free_port
 from ingest_api import db
 from simulator.samples import make_batch
 from tests.support.cli import bagula
-from tests.support.services import wait_for
+from tests.support.services import TEST_ENV, remove_cluster, wait_for
 
 INGEST = "/v1/sessions/ingest"
 
@@ -44,12 +46,12 @@ def test_db_upgrade_is_idempotent_and_says_how_time_series_are_stored(pg):
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory(str(db.MIGRATIONS_DIR)).get_current_head()
-    assert db.current_revision(url) == head == "0003"
+    assert db.current_revision(url) == head == "0004"
     if timescaledb_available(url):
         assert "hypertables agent_sessions, llm_calls" in second.stderr
     else:
         # The skip is visible, not silent.
-        assert "extension not available, skipped hypertables" in first.stderr
+        assert "the timescaledb extension is not installed on this server; skipped hypertables" in first.stderr
         assert "plain PostgreSQL tables" in second.stderr
         assert db.hypertables(url) == []
 
@@ -60,6 +62,23 @@ def test_hypertables_on_timescaledb(pg):
         pytest.skip("timescaledb extension is not installed on this PostgreSQL server")
     db.upgrade(url)
     assert db.hypertables(url) == ["agent_sessions", "llm_calls"]
+
+
+def test_timescaledb_installed_but_not_preloaded_means_plain_tables_and_says_why():
+    """The state right after installing TimescaleDB's package: `create extension` would fail,
+    so auto mode uses plain tables and tells how to enable hypertables."""
+    cluster = LocalPostgres(Path(tempfile.mkdtemp(prefix="bagula-test-pg-")), free_port(), durable=False,
+                            preload_timescaledb=False)
+    if not cluster.timescaledb_library:
+        pytest.skip("timescaledb is not installed beside this PostgreSQL's binaries")
+    try:
+        url = cluster.ensure()
+        upgraded = bagula(url, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert "timescaledb is installed but not preloaded: add it to shared_preload_libraries" in upgraded.stderr
+        assert db.hypertables(url) == []
+    finally:
+        remove_cluster(cluster)
 
 
 def test_timescaledb_off_keeps_plain_tables(pg):
@@ -86,7 +105,8 @@ def test_keys_create_prints_the_key_last_and_revoke_disables_it(api, database_ur
 
     revoked = bagula(database_url, "keys", "revoke", key)
     assert revoked.returncode == 0, revoked.stderr
-    assert httpx.get(api.base_url + "/v1/agents", headers=headers).status_code == 401
+    # Refused once the API's key cache (BAGULA_AUTH_CACHE_S, 5 s) lets go of it.
+    assert wait_for(lambda: httpx.get(api.base_url + "/v1/agents", headers=headers).status_code == 401, timeout=10)
     assert bagula(database_url, "keys", "revoke", key).returncode != 0
 
 
@@ -110,16 +130,12 @@ def test_run_starts_the_platform_on_a_project_local_database_and_stops_it(tmp_pa
     """`bagula run` without BAGULA_DATABASE_URL: own cluster, schema, first key, API;
     a second start keeps the data and does not mint another key."""
     import signal
-    import tempfile
-    from pathlib import Path
-
-    from bagula.localdb import free_port
 
     data_dir = Path(tempfile.mkdtemp(prefix="bagula-run-"))
     data_dir.chmod(0o755)
     port, db_port, dagster_port, superset_port = free_port(), free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "BAGULA_DATABASE_URL"}
-    env |= {"BAGULA_DATA_DIR": str(data_dir), "BAGULA_LOCAL_DB_PORT": str(db_port), "BAGULA_API_WORKERS": "1",
+    env |= TEST_ENV | {"BAGULA_DATA_DIR": str(data_dir), "BAGULA_LOCAL_DB_PORT": str(db_port), "BAGULA_API_WORKERS": "1",
             "BAGULA_DAGSTER_PORT": str(dagster_port), "BAGULA_SUPERSET_PORT": str(superset_port)}
     base = f"http://127.0.0.1:{port}"
 

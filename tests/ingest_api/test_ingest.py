@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from simulator.samples import make_batch, make_session
-from tests.support.services import INGEST, count_rows, post
+from tests.support.services import INGEST, count_rows, post, wait_for
 
 
 def expected_rows(sessions: list[dict]) -> dict[str, int]:
@@ -210,7 +210,13 @@ def test_revoked_key_is_refused(tenant, database_url):
     assert post(tenant, []).status_code == 200
     with psycopg.connect(database_url) as conn:
         assert keys.revoke_key(conn, str(tenant.key_id)) == 1
-    assert post(tenant, make_batch(random.Random(14), 1)).status_code == 401
+    # Key lookups are cached for BAGULA_AUTH_CACHE_S (default 5 s): refused within that.
+    refused = wait_for(lambda: post(tenant, make_batch(random.Random(14), 1)).status_code == 401, timeout=10)
+    assert refused
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("select count(*) from agent_sessions where project_id = %s",
+                              (tenant.project_id,)).fetchone()[0]
+    assert stored <= 1  # at most the one session sent while the cache still held the key
 
 
 def test_project_comes_from_the_key_not_the_body(tenant, other_tenant, database_url):

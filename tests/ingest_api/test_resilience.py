@@ -29,7 +29,8 @@ def test_watermark_never_skips_a_batch_committed_late(database_url):
         new = keys.create_key(conn, f"wm-{uuid.uuid4().hex[:8]}")
     principal = Principal(new.key_id, new.project_id)
     early, late = (
-        [validate_session(s, check_text=False)[0] for s in make_batch(random.Random(seed), 3)]
+        [session_store.encode(principal, validate_session(s, check_values=False)[0])
+         for s in make_batch(random.Random(seed), 3)]
         for seed in (1, 2)
     )
 
@@ -53,7 +54,7 @@ def test_watermark_never_skips_a_batch_committed_late(database_url):
             seen, watermark = read_since(reader, watermark)
             assert seen == set()  # the committed batch waits behind the open one
         seen, watermark = read_since(reader, watermark)
-        assert seen == {str(s["sessionId"]) for s in early + late}
+        assert seen == {str(s.session_id) for s in early + late}
         seen, _ = read_since(reader, watermark)
         assert seen == set()  # and nothing is read twice
         for c in (slow, fast):
@@ -120,8 +121,9 @@ def test_a_session_the_database_refuses_costs_only_itself(database_url):
     with psycopg.connect(database_url) as conn:
         new = keys.create_key(conn, f"refuse-{uuid.uuid4().hex[:8]}")
     principal = Principal(new.key_id, new.project_id)
-    batch = [validate_session(s, check_text=False)[0] for s in make_batch(random.Random(30), 4)]
-    batch[2]["turns"][0]["llmCalls"][0]["metrics"]["tokensInput"] = 2**40  # bypasses validation
+    sessions = [validate_session(s, check_values=False)[0] for s in make_batch(random.Random(30), 4)]
+    sessions[2]["turns"][0]["llmCalls"][0]["metrics"]["tokensInput"] = 2**40  # bypasses validation
+    batch = [session_store.encode(principal, s) for s in sessions]
 
     async def scenario():
         async with await psycopg.AsyncConnection.connect(database_url) as conn:
@@ -129,8 +131,8 @@ def test_a_session_the_database_refuses_costs_only_itself(database_url):
 
     outcome = asyncio.run(scenario())
     assert (outcome.stored, outcome.duplicates) == (3, 1)
-    assert list(outcome.refused) == [batch[2]["sessionId"]]
-    assert "out of range" in outcome.refused[batch[2]["sessionId"]]
+    assert list(outcome.refused) == [batch[2].session_id]
+    assert "out of range" in outcome.refused[batch[2].session_id]
     with psycopg.connect(database_url) as conn:
         stored = conn.execute(
             "select count(*) from agent_sessions where project_id = %s", (new.project_id,)

@@ -12,6 +12,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunRequest, build_sensor_
 from dagster._core.test_utils import create_run_for_test
 
 from ingest_api import db
+from orchestration import watermark
 from orchestration.definitions import defs
 from orchestration.resources import BagulaDatabase
 from orchestration.watermark import PREVIOUS_RUN_TAG, RUN_TAG
@@ -53,7 +54,31 @@ def evaluate(url: str, cursor: str | None, instance: DagsterInstance | None = No
     return sensor(context)
 
 
-def test_sensor_requests_one_run_per_new_batch_and_never_repeats(setup):
+def run(request: RunRequest, url: str, only_marts: bool = False):
+    """What the daemon would launch for the request, in this process (only_marts: the run
+    failed after its dbt build, before detection)."""
+    from orchestration.pipeline import run_pipeline
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BAGULA_DATABASE_URL", url)
+        if only_marts:
+            from dagster import AssetSelection, materialize
+
+            from orchestration.pipeline import ASSETS, bagula_dbt_models
+            from orchestration.resources import resources
+            result = materialize(ASSETS, resources=resources(), tags=request.tags,
+                                 selection=AssetSelection.assets(bagula_dbt_models) - AssetSelection.all_asset_checks())
+        else:
+            result = run_pipeline(request.tags, quiet=True)
+    assert result.success
+
+
+def judged_watermark(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return watermark.judged(conn)
+
+
+def test_sensor_requests_the_work_due_and_nothing_once_it_is_done(setup):
     url, tenant = setup
     send_on(tenant, date(2026, 3, 2), 3, seed=1)
     send_on(tenant, date(2026, 3, 4), 2, seed=2)
@@ -62,26 +87,62 @@ def test_sensor_requests_one_run_per_new_batch_and_never_repeats(setup):
     assert (request.tags[RANGE_START], request.tags[RANGE_END]) == ("2026-03-02", "2026-03-04")
     assert request.tags[PREVIOUS_RUN_TAG] == "0"
     assert request.tags[RUN_TAG] == first.cursor
-    assert request.run_key
+    assert request.run_key is None  # what is due is read from the database, never deduplicated away
 
+    run(request, url)
     quiet = evaluate(url, first.cursor)
     assert quiet.run_requests == [] and quiet.skip_reason is not None
+    assert judged_watermark(url) >= int(request.tags[RUN_TAG])
 
     send_on(tenant, date(2026, 3, 3), 1, seed=3)
     second = evaluate(url, quiet.cursor)
     [request] = second.run_requests
     assert (request.tags[RANGE_START], request.tags[RANGE_END]) == ("2026-03-03", "2026-03-03")
-    assert request.tags[PREVIOUS_RUN_TAG] == quiet.cursor
+    assert int(request.tags[PREVIOUS_RUN_TAG]) >= int(first.cursor)
     assert int(second.cursor) > int(quiet.cursor)
-    assert request.run_key != first.run_requests[0].run_key
+    run(request, url)
+
+
+def test_a_run_that_failed_after_its_build_is_caught_up_by_the_next(setup):
+    """The marts were built but detection never ran (the run died): nothing new arrives, yet
+    the sensor asks for a run, and it judges the sessions the failed run left unjudged."""
+    url, tenant = setup
+    sent = send_on(tenant, date(2026, 3, 12), 2, seed=6)
+    [request] = evaluate(url, None).run_requests
+    run(request, url, only_marts=True)
+    before = judged_watermark(url)
+    [catch_up] = evaluate(url, request.tags[RUN_TAG]).run_requests
+    assert catch_up.tags[RANGE_START] <= "2026-03-12" <= catch_up.tags[RANGE_END]
+    run(catch_up, url)
+    assert judged_watermark(url) > before
+    assert evaluate(url, catch_up.tags[RUN_TAG]).run_requests == []
+    with psycopg.connect(url) as conn:
+        judged = conn.execute("select count(*) from marts.fct_sessions where session_id = any(%s::uuid[])"
+                              " and watermark <= %s", (sent, judged_watermark(url))).fetchone()[0]
+    assert judged == 2
+
+
+def test_after_a_failed_run_the_sensor_backs_off(setup):
+    url, tenant = setup
+    instance = DagsterInstance.ephemeral()
+    failed = create_run_for_test(instance, job_name="__anonymous_asset_job_new_sessions",
+                                 status=DagsterRunStatus.STARTED, tags={"dagster/sensor_name": "new_sessions"})
+    instance.report_run_failed(failed)
+    send_on(tenant, date(2026, 3, 14), 1, seed=7)
+    waiting = evaluate(url, None, instance)
+    assert waiting.run_requests == [] and "failed; retrying in" in waiting.skip_reason.skip_message
 
 
 def test_a_batch_committed_late_is_picked_up_by_a_later_tick(setup):
     url, tenant = setup
+    # Sessions on both days first: on TimescaleDB, an open transaction that created a chunk
+    # would hold back another insert's chunk creation (not what this test is about).
+    send_on(tenant, date(2026, 3, 8), 1, seed=40)
+    send_on(tenant, date(2026, 3, 9), 1, seed=41)
     cursor = evaluate(url, None).cursor
     # A batch whose transaction started before the tick but commits after it.
     late = psycopg.connect(url)
-    late.execute("select txid_current()")
+    late_txid = late.execute("select txid_current()").fetchone()[0]
     late.execute(
         "insert into agent_sessions (project_id, session_id, api_key_id, agent_name, start_time, end_time,"
         " initial_request) values (%s, gen_random_uuid(), %s, 'late-agent', '2026-03-09T10:00:00Z',"
@@ -90,13 +151,15 @@ def test_a_batch_committed_late_is_picked_up_by_a_later_tick(setup):
     )
     send_on(tenant, date(2026, 3, 8), 1, seed=4)
     meanwhile = evaluate(url, cursor)
-    days = {r.tags[RANGE_START] for r in meanwhile.run_requests}
-    assert "2026-03-09" not in days  # not committed yet: not visible, and not skipped either
+    [request] = meanwhile.run_requests
+    # Not committed yet: not visible (the run reads up to a watermark below it), not skipped either.
+    assert int(request.tags[RUN_TAG]) <= late_txid
     late.commit()
     late.close()
     later = evaluate(url, meanwhile.cursor)
     [request] = later.run_requests
     assert request.tags[RANGE_END] >= "2026-03-09" >= request.tags[RANGE_START]
+    assert int(request.tags[RUN_TAG]) > late_txid
 
 
 def test_sensor_waits_while_its_previous_run_is_in_flight(setup):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,10 +22,12 @@ from ingest_api.store import keys
 INGEST = "/v1/sessions/ingest"
 
 
-def start_cluster() -> LocalPostgres:
+def start_cluster(durable: bool = False) -> LocalPostgres:
+    """A throw-away cluster; not durable (no fsync, asynchronous commit) unless a test needs
+    acknowledged commits to survive a crash."""
     # Not under pytest's tmp_path: the server's OS user must be able to reach it.
     base = Path(tempfile.mkdtemp(prefix="bagula-test-pg-"))
-    cluster = LocalPostgres(base, free_port(), durable=False)
+    cluster = LocalPostgres(base, free_port(), durable=durable)
     cluster.ensure()
     return cluster
 
@@ -34,13 +37,19 @@ def remove_cluster(cluster: LocalPostgres) -> None:
     shutil.rmtree(cluster.base_dir, ignore_errors=True)
 
 
+# Test data is dated (2025-2026) and must stay valid whatever the date the suite runs on: test
+# servers accept sessions up to a century old unless a test sets the window itself.
+# Servers started by tests serve no metrics port (they would all want 9464) unless a test asks.
+TEST_ENV = {"BAGULA_MAX_SESSION_AGE_DAYS": "36500", "BAGULA_METRICS_PORT": "0"}
+
+
 class ApiServer:
     """`bagula api` in a subprocess, as deployed."""
 
     def __init__(self, database_url: str, **env: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "BAGULA_DATABASE_URL": database_url, **env}
+        self.env = {**os.environ, "BAGULA_DATABASE_URL": database_url, **TEST_ENV, **env}
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "ApiServer":
@@ -48,6 +57,7 @@ class ApiServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bagula", "api", "--port", str(self.port)],
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill() takes its workers too
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -60,6 +70,12 @@ class ApiServer:
                 pass
             time.sleep(0.1)
         raise RuntimeError("API did not start: " + Path(self.log.name).read_text())
+
+    def kill(self) -> None:
+        """SIGKILL the server and its worker processes, as a crash would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=15)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

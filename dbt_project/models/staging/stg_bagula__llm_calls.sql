@@ -13,9 +13,10 @@ renamed as (
         model,
         start_time as started_at,
         end_time as ended_at,
-        tokens_input,
-        tokens_output,
-        tokens_total,
+        -- bigint: sums and input + output of values that each fit 32 bits may not
+        tokens_input::bigint as tokens_input,
+        tokens_output::bigint as tokens_output,
+        tokens_total::bigint as tokens_total,
         cost_usd,
         latency_ms,
         ingest_txid,

@@ -20,6 +20,8 @@ import sys
 from alembic import context, op
 from sqlalchemy import text
 
+from ingest_api.db import timescaledb_unusable
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -185,19 +187,18 @@ create function bagula_ingest_horizon() returns bigint
 """
 
 
-def _timescaledb_wanted() -> bool:
-    mode = context.config.attributes.get("timescaledb", "auto")
-    if mode == "off":
-        return False
-    available = op.get_bind().execute(
-        text("select count(*) from pg_available_extensions where name = 'timescaledb'")
-    ).scalar()
-    return bool(available)
+def _timescaledb_unusable() -> str | None:
+    """Why plain tables (None: hypertables). auto uses them only when the library is preloaded."""
+    if context.config.attributes.get("timescaledb", "auto") == "off":
+        return "BAGULA_TIMESCALEDB=off"
+    bind = op.get_bind()
+    return timescaledb_unusable(lambda sql: bind.execute(text(sql)).scalar())
 
 
 def upgrade() -> None:
     op.execute(SCHEMA)
-    if _timescaledb_wanted():
+    reason = _timescaledb_unusable()
+    if reason is None:
         op.execute("create extension if not exists timescaledb")
         for table, column in HYPERTABLES:
             op.execute(
@@ -206,7 +207,7 @@ def upgrade() -> None:
         print("timescaledb: hypertables created for "
               + ", ".join(t for t, _ in HYPERTABLES), file=sys.stderr)
     else:
-        print("timescaledb: extension not available, skipped hypertables for "
+        print(f"timescaledb: {reason}; skipped hypertables for "
               + ", ".join(t for t, _ in HYPERTABLES) + " (plain PostgreSQL tables)",
               file=sys.stderr)
 
