@@ -1,5 +1,5 @@
-"""The dbt project (one path, ``dbt_project/`` beside the code) and how we run it,
-configured from BAGULA_DATABASE_URL alone: the project ships its own profile."""
+"""The dbt project (``dbt_project/`` beside the code, or where BAGULA_DBT_PROJECT_DIR says) and
+how we run it, configured from BAGULA_DATABASE_URL alone: the project ships its own profile."""
 
 from __future__ import annotations
 
@@ -13,11 +13,24 @@ from dagster_dbt import DbtProject
 
 from orchestration import watermark
 
-PROJECT = DbtProject(
-    project_dir=Path(__file__).resolve().parents[1] / "dbt_project",
-    profiles_dir=Path(__file__).resolve().parents[1] / "dbt_project",
-)
-PROJECT_DIR = Path(PROJECT.project_dir)
+PROJECT_DIR_ENV = "BAGULA_DBT_PROJECT_DIR"
+
+
+def _project_dir() -> Path:
+    """A source checkout (or an editable install) has the project beside the packages; an
+    installed platform is told where it is (the image ships it in /opt/bagula/dbt_project)."""
+    configured = os.environ.get(PROJECT_DIR_ENV)
+    project_dir = Path(configured) if configured else Path(__file__).resolve().parents[1] / "dbt_project"
+    if not (project_dir / "dbt_project.yml").is_file():
+        raise RuntimeError(
+            f"no dbt project in {project_dir}: set {PROJECT_DIR_ENV} to the folder of "
+            "dbt_project.yml (an installed platform does not carry it among its packages)"
+        )
+    return project_dir.resolve()
+
+
+PROJECT_DIR = _project_dir()
+PROJECT = DbtProject(project_dir=PROJECT_DIR, profiles_dir=PROJECT_DIR)
 
 
 def dbt_env(database_url: str) -> dict[str, str]:
@@ -79,8 +92,12 @@ def _manifest_stale(manifest: Path) -> bool:
     if not manifest.exists():
         return True
     built = manifest.stat().st_mtime
-    sources = [PROJECT_DIR / "dbt_project.yml", *(PROJECT_DIR / "models").rglob("*"),
-               *(PROJECT_DIR / "macros").rglob("*"), *(PROJECT_DIR / "tests").rglob("*")]
+    sources = [
+        PROJECT_DIR / "dbt_project.yml",
+        *(PROJECT_DIR / "models").rglob("*"),
+        *(PROJECT_DIR / "macros").rglob("*"),
+        *(PROJECT_DIR / "tests").rglob("*"),
+    ]
     return any(path.is_file() and path.stat().st_mtime > built for path in sources)
 
 
@@ -88,7 +105,11 @@ def ensure_manifest() -> Path:
     """dbt's manifest, which Dagster reads to know the models; parsed when missing or stale.
     Parsing never connects, so placeholder connection settings do."""
     manifest = Path(PROJECT.manifest_path)
-    if _manifest_stale(manifest) and not run_dbt("postgresql://parse@localhost/parse", "parse", "--quiet"):
+    # Where Dagster reads it, whatever DBT_TARGET_PATH says for the builds (the image sends
+    # those to a writable folder and ships this manifest parsed).
+    if _manifest_stale(manifest) and not run_dbt(
+        "postgresql://parse@localhost/parse", "parse", "--quiet", "--target-path", str(manifest.parent)
+    ):
         raise RuntimeError("dbt parse failed: cannot load the dbt project")
     return manifest
 

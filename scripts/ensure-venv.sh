@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's virtual environment in .venv, with the given extras installed.
+# The project's virtual environment in .venv, with the given extras installed, at the versions
+# of constraints.txt: the same ones the images install, so the tests run what they ship.
 # Usage: scripts/ensure-venv.sh [extras]   e.g. scripts/ensure-venv.sh dev
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +11,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 target="."
 if [ -n "${1:-}" ]; then target=".[$1]"; fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e "$target"
