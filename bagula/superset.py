@@ -168,6 +168,27 @@ def superset_env(superset: Superset) -> dict[str, str]:
     }
 
 
+def projects(database_url: str) -> list[dict[str, str]]:
+    """Every project ({"id", "name"}), for the per-project roles; none before the schema exists."""
+    try:
+        with psycopg.connect(database_url, connect_timeout=10) as conn:
+            rows = conn.execute("select project_id, name from projects order by name").fetchall()
+    except psycopg.errors.UndefinedTable:
+        return []
+    except psycopg.OperationalError as exc:
+        raise SupersetError(f"cannot reach the database: {exc}") from None
+    return [{"id": str(project_id), "name": name} for project_id, name in rows]
+
+
+def _project_lines(summary: dict) -> list[str]:
+    roles = summary["roles"]
+    if not roles:
+        return ["  project roles    none yet (one per project, made when the project's first key is)"]
+    shown = ", ".join(repr(r) for r in roles[:4]) + (f" and {len(roles) - 4} more" if len(roles) > 4 else "")
+    made = f"; updated {', '.join(repr(r) for r in summary['changed'])}" if summary["changed"] else ""
+    return [f"  project roles    {shown}: each sees its project only, in all {summary['datasets']} datasets{made}"]
+
+
 def run_bootstrap(superset: Superset, command: str, assets_dir: Path, extra_env: dict[str, str]) -> dict:
     """superset/bootstrap.py in Superset's environment; its JSON summary."""
     python = superset_python(superset)
@@ -187,8 +208,9 @@ def prepare_superset(superset: Superset, database_url: str) -> list[str]:
     """What `bagula superset init` does; returns the lines to show (a new admin password once).
 
     Upgrades Superset's metadata database, creates its roles and the admin, sets up the
-    read-only role and imports the database connection, datasets, charts and dashboards
-    from superset/assets. Running it again changes nothing.
+    read-only role, imports the database connection, datasets, charts and dashboards
+    from superset/assets, and gives every project its role (row-level security on
+    project_id for every dataset). Running it again changes nothing.
     """
     settings = superset.settings
     role = settings.reader_role
@@ -197,6 +219,7 @@ def prepare_superset(superset: Superset, database_url: str) -> list[str]:
     extra_env = {
         "BAGULA_SUPERSET_MARTS_URI": marts_sqlalchemy_uri(database_url, role),
         "BAGULA_SUPERSET_MARTS_PASSWORD": password,
+        "BAGULA_SUPERSET_PROJECTS": json.dumps(projects(database_url)),
     }
     new_admin_password = None
     if settings.admin_password:
@@ -223,7 +246,26 @@ def prepare_superset(superset: Superset, database_url: str) -> list[str]:
         lines.append(f"  Superset admin   {admin!r}: password reset to BAGULA_SUPERSET_ADMIN_PASSWORD")
     else:
         lines.append(f"  Superset admin   {admin!r} (a lost password: set BAGULA_SUPERSET_ADMIN_PASSWORD, run init)")
-    return lines
+    return lines + _project_lines(summary["projects"])
+
+
+def superset_ready(superset: Superset) -> bool:
+    """Whether Superset is set up where this command runs (its environment, an initialised
+    metadata database): then a new project can get its role here and now."""
+    try:
+        superset_python(superset)
+    except SupersetError:
+        return False
+    metadata = metadata_db_url(superset)
+    return not metadata.startswith("sqlite:///") or Path(metadata[len("sqlite:///"):]).exists()
+
+
+def sync_projects(superset: Superset, database_url: str) -> list[str]:
+    """What `bagula superset sync-projects` does: a role with row-level security for every
+    project (new projects get theirs, the others are left as they are); lines to show."""
+    summary = run_bootstrap(superset, "sync-projects", ASSETS_DIR,
+                            {"BAGULA_SUPERSET_PROJECTS": json.dumps(projects(database_url))})
+    return _project_lines(summary["projects"])
 
 
 def superset_serve_command(superset: Superset, port: int) -> tuple[list[str], dict[str, str]]:

@@ -1,14 +1,21 @@
 """Who may call, how often, cheaply: API-key format checks that need no database, a short
 cache of key lookups, per-key rate limits and a brake on clients that keep failing to
-authenticate. Counters live in this process: with W workers (or replicas) a client can make
-up to W times a limit before every process has refused it (see the README's limits)."""
+authenticate, what each key's scopes allow, and when each key was last used. Counters live in
+this process: with W workers (or replicas) a client can make up to W times a limit before
+every process has refused it (see the README's limits).
+
+Scopes (``ingest``, ``read``, ``admin``): every ``/v1`` endpoint takes exactly one of the
+dependencies ``IngestKey``, ``ReadKey`` or ``AdminKey`` (``ingest_api.deps``, built on
+``require``); ``tests/ingest_api/test_lifecycle_keys.py`` walks the routes to hold them to it."""
 
 from __future__ import annotations
 
 import math
 import re
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import limits
 from cachetools import TTLCache
@@ -16,7 +23,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from ingest_api.settings import ApiSettings
-from ingest_api.store.keys import KEY_PREFIX, Principal
+from ingest_api.store.keys import KEY_PREFIX, SCOPES, Principal
 
 # What `bagula keys create` issues: the prefix and 32 random bytes, URL-safe base64.
 KEY_FORMAT = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{43}")
@@ -30,6 +37,22 @@ def bearer_token(authorization: str) -> str | None:
     scheme, _, secret = authorization.partition(" ")
     secret = secret.strip()
     return secret if scheme.lower() == "bearer" and secret else None
+
+
+# A key's last use is written at most this often, per key and API process.
+LAST_USED_EVERY_S = 60.0
+
+
+def scope_refusal(principal: Principal, scope: str) -> str | None:
+    """Why this key may not call an endpoint that needs ``scope`` (403), or None."""
+    if scope in principal.scopes:
+        return None
+    held = ", ".join(s for s in SCOPES if s in principal.scopes)
+    return f"this API key's scopes ({held}) do not include {scope!r}, which this endpoint needs"
+
+
+def expired(principal: Principal, now: datetime | None = None) -> bool:
+    return principal.expires_at is not None and principal.expires_at <= (now or datetime.now(timezone.utc))
 
 
 @dataclass
@@ -51,6 +74,8 @@ class Access:
         # key hash -> Principal, or None for a key that is unknown or revoked
         self._keys: TTLCache | None = (TTLCache(maxsize=100_000, ttl=settings.auth_cache_s)
                                        if settings.auth_cache_s > 0 else None)
+        # key id -> when this process last recorded its use (monotonic seconds)
+        self._used: TTLCache = TTLCache(maxsize=100_000, ttl=LAST_USED_EVERY_S)
 
     def _retry_after(self, item: limits.RateLimitItem, *identifiers: str) -> int:
         reset_at = self._limiter.get_window_stats(item, *identifiers).reset_time
@@ -83,3 +108,11 @@ class Access:
                 return Refusal(429, f"rate limit of this API key exceeded ({item}); retry later",
                                self._retry_after(item, "key", str(principal.key_id)))
         return None
+
+    def use_due(self, key_id: uuid.UUID) -> bool:
+        """True once a minute per key: then the caller records the key's last use (one small
+        write a minute per active key, never one per request)."""
+        if key_id in self._used:
+            return False
+        self._used[key_id] = time.monotonic()
+        return True

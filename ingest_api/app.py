@@ -12,7 +12,20 @@ from psycopg_pool import AsyncConnectionPool
 from ingest_api import problems
 from ingest_api.access import Access
 from ingest_api.guard import RequestGuard
-from ingest_api.routes import detection, health, ingest, metrics, search, sessions
+from ingest_api.otlp.assembler import Assembler
+from ingest_api.otlp.protocol import OtlpErrors
+from ingest_api.routes import (
+    data_policy,
+    detection,
+    erasures,
+    health,
+    incidents,
+    ingest,
+    metrics,
+    search,
+    sessions,
+    traces,
+)
 from ingest_api.settings import ApiSettings, get_api_settings
 from ingest_api.telemetry import RequestTelemetry
 
@@ -44,9 +57,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await pool.open(wait=False)
         app.state.settings = settings
         app.state.pool = pool
+        # OpenTelemetry spans -> sessions, in the background (docs/otlp.md).
+        assembler = Assembler(pool, settings).start() if settings.otlp_assembler else None
         try:
             yield
         finally:
+            if assembler is not None:
+                await assembler.stop()
             await pool.close()
 
     app = FastAPI(
@@ -60,10 +77,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     access = Access(settings)
     app.state.access = access
     app.add_middleware(RequestGuard, settings=settings, access=access)
+    # /v1/traces answers OTLP's google.rpc.Status, not problem documents.
+    app.add_middleware(OtlpErrors)
     # Outermost: every answer, refusals included, is counted, logged and carries a request id.
     app.add_middleware(RequestTelemetry)
-    for module in (health, ingest, sessions, search, metrics, detection):
+    for module in (health, ingest, sessions, search, metrics, detection, incidents, erasures, data_policy):
         app.include_router(module.router, responses=problems.RESPONSES)
+    # OTLP/HTTP: its own answers (google.rpc.Status), not problems.
+    app.include_router(traces.router)
 
     def openapi() -> dict:
         # The ingest body is parsed by hand (gzip, limits, per-session errors);

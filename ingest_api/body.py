@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +72,10 @@ def _reject_constant(name: str) -> Any:
 
 
 # 20 digits in a row: possibly an integer beyond 64 bits, which orjson would turn into a float.
-_LONG_NUMBER = re.compile(rb"\d{20}")
+# Found by mapping every digit to b"0" and the rest to a space, then a substring search: 16x
+# faster than the regex rb"\d{20}" over a whole batch (measured: 22 us against 290-370 us).
+_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 20
 
 
 def parse_envelope(body: bytes, max_sessions: int) -> Envelope:
@@ -83,7 +85,7 @@ def parse_envelope(body: bytes, max_sessions: int) -> Envelope:
     of a double's range) or whose values it could change (a NUL escape, a very long number)
     is parsed again exactly and leniently: such faults belong to the session that carries
     them, not to the request, so validation pins them on it."""
-    exact = b"\\u0000" in body or _LONG_NUMBER.search(body) is not None
+    exact = b"\\u0000" in body or _LONG_RUN in body.translate(_DIGITS_TO_ZERO)
     document: Any = None
     if not exact:
         try:

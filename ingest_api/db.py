@@ -27,8 +27,9 @@ def alembic_config(database_url: str, timescaledb: str = "auto") -> Config:
 
 
 def upgrade(database_url: str, timescaledb: str = "auto") -> None:
-    """Apply every pending migration; a no-op when the schema is current."""
-    command.upgrade(alembic_config(database_url, timescaledb), "head")
+    """Apply every pending migration; a no-op when the schema is current. "heads": while two
+    lines of migrations are developed side by side, both apply (a merge revision joins them)."""
+    command.upgrade(alembic_config(database_url, timescaledb), "heads")
 
 
 def current_revision(database_url: str) -> str | None:

@@ -16,7 +16,7 @@ from ingest_api.settings import ApiSettings
 from ingest_api.store.keys import hash_key
 
 # Endpoints that take large (batch) bodies; every other one takes small JSON documents.
-BATCH_PATHS = frozenset({"/v1/sessions/ingest"})
+BATCH_PATHS = frozenset({"/v1/sessions/ingest", "/v1/traces"})
 
 
 class BodyTooLarge(HTTPException):

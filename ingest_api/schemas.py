@@ -138,3 +138,83 @@ class Baselines(ApiModel):
 
 class Status(ApiModel):
     status: str
+
+
+IncidentStatus = Literal["pending", "open", "resolved"]
+
+
+class ExampleSession(ApiModel):
+    session_id: str
+    href: str = Field(description="the session in this API")
+
+
+class Incident(ApiModel):
+    incident_id: str
+    agent_name: str
+    kind: str = Field(description="an anomaly type, or regression (against the agent's baseline)")
+    status: IncidentStatus = Field(description="pending: seen, not yet enough evidence to page anyone; "
+                                               "open; resolved (quietly, or by hand)")
+    first_seen: EpochMs = Field(description="start of its first flagged session")
+    last_seen: EpochMs = Field(description="start of its latest flagged session")
+    opened_at: EpochMs | None = Field(description="when the evidence became clear (the session that opened it)")
+    resolved_at: EpochMs | None
+    resolution: Literal["quiet", "hand"] | None
+    opened_severity: Severity | None
+    peak_severity: Severity
+    current_severity: Severity = Field(description="the worst of the hour up to its latest verdict")
+    affected_sessions: int
+    span_sessions: int = Field(description="all the agent's sessions from first to last seen")
+    traffic_share: float | None = Field(description="affectedSessions / spanSessions")
+    verdict_count: int
+    summary: str = Field(description="what changed, in numbers")
+    example_session_ids: list[str]
+    example_sessions: list[ExampleSession]
+    figures: Any = Field(description="the figures behind the summary (their own JSON document)")
+    acknowledged_at: EpochMs | None
+    acknowledged_by: str | None = Field(description="the API key that acknowledged it")
+    resolved_by: str | None = Field(description="the API key that resolved it by hand")
+    updated_at: EpochMs
+
+
+class IncidentEvent(ApiModel):
+    event_id: str
+    event: Literal["opened", "escalated", "resolved"]
+    severity: Severity
+    at: EpochMs = Field(description="in data time: the session that caused it, or the end of the quiet period")
+    summary: str
+    affected_sessions: int
+    traffic_share: float | None
+    created_at: EpochMs
+
+
+class IncidentVerdict(ApiModel):
+    verdict_id: str
+    verdict_type: str = Field(description="an anomaly type, or regression")
+    session_id: str
+    agent_name: str
+    severity: Severity
+    score: float | None
+    explanation: str | None
+    session_started_at: EpochMs
+
+
+class IncidentDetail(Incident):
+    events: list[IncidentEvent]
+    verdicts: list[IncidentVerdict] = Field(description="the newest first page of its per-session verdicts")
+    verdicts_next_cursor: str | None = Field(description="more verdicts: GET /v1/incidents/{id}/verdicts?cursor=")
+
+
+class IncidentPage(ApiModel):
+    incidents: list[Incident]
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+
+
+class IncidentVerdictPage(ApiModel):
+    verdicts: list[IncidentVerdict]
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+
+
+class AlertRoute(ApiModel):
+    webhook: str = Field(description="the webhook's scheme and host; the rest is a secret and never shown")
+    min_severity: Severity
+    updated_at: EpochMs

@@ -48,6 +48,25 @@ class ApiSettings(BaseSettings):
     # What 503 answers tell clients to wait before retrying.
     retry_after_s: int = Field(default=5, gt=0)
 
+    # OpenTelemetry (POST /v1/traces; docs/otlp.md). A session is complete once no span of it
+    # has arrived for the quiet period; spans whose parent has not arrived hold it back until
+    # the longest wait. Every API process runs an assembler unless told not to (any number of
+    # them share the work).
+    otlp_session_quiet_s: float = Field(default=30.0, gt=0)
+    otlp_session_max_wait_s: float = Field(default=600.0, gt=0)
+    otlp_assembler: bool = True
+    otlp_assemble_interval_s: float = Field(default=1.0, gt=0)
+    # Traces claimed per assembly transaction.
+    otlp_assemble_batch: int = Field(default=500, gt=0)
+
+    # Retention (docs/privacy.md): days kept for projects without their own setting; raw
+    # payloads, marts (figures) and verdicts. Applied by `bagula retention apply`, and by the
+    # live path (`bagula pipeline live`) at most every retention_every_s.
+    retention_raw_days: int = Field(default=90, gt=0)
+    retention_marts_days: int = Field(default=395, gt=0)
+    retention_verdicts_days: int = Field(default=395, gt=0)
+    retention_every_s: float = Field(default=3600.0, gt=0)
+
     def require_database_url(self) -> str:
         if not self.database_url:
             raise RuntimeError("BAGULA_DATABASE_URL is not set (e.g. postgresql://user:pass@host:5432/bagula)")

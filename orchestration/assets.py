@@ -1,7 +1,6 @@
 """Assets: every dbt model (tests as asset checks), detection per day, alert delivery.
 Thin wiring: the work is in orchestration.dbt and orchestration.detection."""
 
-import json
 import os
 from datetime import timedelta
 
@@ -18,9 +17,9 @@ from dagster import (
 from dagster_dbt import DbtCliResource, dbt_assets, get_asset_key_for_model
 
 from orchestration import quarantine, watermark
-from orchestration.dbt import build_vars, ensure_manifest, prepare_marts
+from orchestration.dbt import ensure_manifest, prepare_marts
 from orchestration.detection.alerts import deliver_alerts
-from orchestration.detection.detect import Built, detect_days
+from orchestration.detection.detect import detect_days, judge_new
 from orchestration.partitions import daily
 from orchestration.resources import BagulaDatabase
 from orchestration.settings import get_orchestration_settings
@@ -30,12 +29,25 @@ from orchestration.settings import get_orchestration_settings
 def bagula_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, database: BagulaDatabase):
     """`dbt build` of the selected models: incremental up to the run's watermark. When it fails,
     the batches whose rows it cannot take are quarantined and the rest is built (quarantine.py)."""
-    os.environ.update(database.dbt_env())
+    if not context.selected_asset_keys:
+        # Only the tests (the hourly schedule): they read, so the live path may go on building.
+        yield from _build(context, dbt, database)
+        return
+    with database.connect() as lock, watermark.pipeline_lock(lock):
+        yield from _build(context, dbt, database)
+
+
+def _build(context: AssetExecutionContext, dbt: DbtCliResource, database: BagulaDatabase):
     if not prepare_marts(database.database_url):
         raise Failure("dbt run --empty failed: the marts could not be created")
     upto = context.run.tags.get(watermark.RUN_TAG)
-    build = build_vars(database.database_url, int(upto) if upto else None)
-    args = ["build", "--vars", json.dumps(build)]
+    with database.connect() as conn:
+        bound = int(upto) if upto else watermark.current(conn)
+    # The bound as a connection setting, not a dbt variable: a changed variable makes dbt
+    # re-parse the whole project, seconds on every run. Without variables the tests (the
+    # hourly schedule's) check whole tables.
+    os.environ.update(watermark.bounded_env(database.dbt_env(), bound))
+    args = ["build"]
     invocation = dbt.cli(args, context=context, raise_on_error=False)
     # Held back until the build is known to have succeeded: after a quarantine the build is
     # repeated, and only that build's events may reach Dagster (each model once).
@@ -45,7 +57,7 @@ def bagula_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, datab
         return
     error = str(invocation.get_error())
     try:
-        found = quarantine.isolate(database.database_url, build["watermark"],
+        found = quarantine.isolate(database.database_url, bound,
                                    lambda w: quarantine.dbt_run_up_to(database.database_url, w))
     except quarantine.NotTheData as exc:
         raise Failure(f"dbt build failed, and not because of a batch's rows: {exc}") from None
@@ -62,15 +74,6 @@ MART_DEPS = [get_asset_key_for_model([bagula_dbt_models], model)
              for model in ("fct_sessions", "fct_llm_calls", "fct_tool_calls", "detection_sessions")]
 ANOMALIES = AssetKey(["detection", "anomalies"])
 REGRESSIONS = AssetKey(["detection", "regressions"])
-
-
-def _built(conn, tags: dict[str, str]) -> Built | None:
-    """What a run launched for new data judges: every session the marts wrote since detection's
-    own watermark (so a run that failed is caught up by the next). None for a backfill or a
-    rerun from the UI (no tags): whole days, keeping what is already judged."""
-    if watermark.RUN_TAG not in tags:
-        return None
-    return Built(after=watermark.judged(conn), upto=watermark.of_marts(conn))
 
 
 @multi_asset(
@@ -91,11 +94,15 @@ def detection(context: AssetExecutionContext, database: BagulaDatabase):
     while day < window.end:
         days.append(day.date())
         day += timedelta(days=1)
-    with database.connect() as conn:
-        built = _built(conn, context.run.tags)
-        summary = detect_days(conn, days, built=built, log=context.log.info)
-        if built is not None:
-            watermark.set_judged(conn, built.upto)
+    minimum = get_orchestration_settings().alert_min_severity
+    with database.connect() as conn, watermark.pipeline_lock(conn):
+        if watermark.RUN_TAG in context.run.tags:
+            # A run for new data: every session the marts wrote since detection's watermark
+            # (so a run that failed is caught up by the next).
+            summary = judge_new(conn, days, log=context.log.info, alert_min_severity=minimum)
+        else:
+            # A backfill or a rerun from the UI: whole days, keeping what is already judged.
+            summary = detect_days(conn, days, log=context.log.info, alert_min_severity=minimum)
     metadata = summary.as_metadata()
     yield MaterializeResult(asset_key=ANOMALIES, metadata={
         k: v for k, v in metadata.items() if not k.startswith("new_regressions")})
@@ -104,12 +111,12 @@ def detection(context: AssetExecutionContext, database: BagulaDatabase):
 
 
 @asset(key=AssetKey(["detection", "alert_deliveries"]), deps=[ANOMALIES, REGRESSIONS], group_name="detection",
-       description="Critical verdicts posted to the webhook (BAGULA_ALERT_WEBHOOK_URL), once each.")
+       description="Incident events posted to their project's webhook (or BAGULA_ALERT_WEBHOOK_URL), once each.")
 def alert_deliveries(context: AssetExecutionContext, database: BagulaDatabase) -> MaterializeResult:
     with database.connect() as conn:
         outcome = deliver_alerts(conn, get_orchestration_settings())
-    if not outcome["webhook"] and outcome["pending"]:
-        context.log.warning(f"{outcome['pending']} alerts pending: BAGULA_ALERT_WEBHOOK_URL is not set")
+    if outcome["paused"]:
+        context.log.error(f"alert delivery paused: {outcome['paused']}; fix the webhook, then `bagula alerts requeue`")
     if outcome["failed"]:
         context.log.warning(f"alert delivery failed; {outcome['pending']} pending, retried by the next run")
     return MaterializeResult(metadata=outcome)

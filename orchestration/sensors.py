@@ -79,9 +79,14 @@ def next_run(conn: psycopg.Connection, today: date | None = None) -> tuple[dict[
     return tags, upto, f"sessions on {len(inside)} day(s) {min(inside)}..{max(inside)}" + note
 
 
-def plan_run(database: BagulaDatabase, cursor: int, today: date | None = None) -> tuple[RunRequest | None, int, str]:
-    """The run for the work due (see next_run), the new cursor (the watermark last requested), and why."""
+def plan_run(database: BagulaDatabase, cursor: int, today: date | None = None,
+             live_grace_s: float | None = None) -> tuple[RunRequest | None, int, str]:
+    """The run for the work due (see next_run), the new cursor (the watermark last requested), and
+    why. None while the live path's heartbeat is younger than ``live_grace_s``: it does the work."""
     with database.connect() as conn:
+        age = watermark.seconds_since_beat(conn, watermark.LIVE) if live_grace_s else None
+        if age is not None and age < live_grace_s:
+            return None, cursor, f"the live path keeps up (its last pass {age:.0f} s ago)"
         tags, upto, why = next_run(conn, today)
     if tags is None:
         return None, max(cursor, upto), why
@@ -105,7 +110,7 @@ def new_sessions_sensor_fn(context: SensorEvaluationContext, database: BagulaDat
     waiting = _backing_off(context)
     if waiting:
         return SensorResult(skip_reason=SkipReason(waiting), cursor=str(cursor))
-    request, new_cursor, why = plan_run(database, cursor)
+    request, new_cursor, why = plan_run(database, cursor, live_grace_s=get_orchestration_settings().live_grace_s)
     if request is None:
         return SensorResult(skip_reason=SkipReason(why), cursor=str(new_cursor))
     context.log.info(why)
@@ -131,17 +136,17 @@ def make_sensors(interval_s: int) -> list:
 
     @sensor(name="pending_alerts", minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
             target=AssetSelection.assets(AssetKey(["detection", "alert_deliveries"])),
-            description="Retries alerts still undelivered (webhook down at the time).")
+            description="Retries alerts still undelivered (a webhook down at the time).")
     def pending_alerts(context: SensorEvaluationContext, database: BagulaDatabase):
-        if not get_orchestration_settings().alert_webhook_url:
-            return SkipReason("BAGULA_ALERT_WEBHOOK_URL is not set")
         if _busy(context, NEW_SESSIONS) or _busy(context, "pending_alerts"):
             return SkipReason("a run is in flight")
         with database.connect() as conn:
-            paused = alerts.delivery_paused(conn)
-            pending = alerts.pending_alert_count(conn)
-        if paused:
-            return SkipReason(f"alert delivery is paused ({paused}); fix the webhook, then `bagula alerts requeue`")
+            reachable = [d for d in alerts.destinations(conn, get_orchestration_settings().alert_webhook_url)
+                         if not alerts.delivery_paused(conn, d)]
+            pending = alerts.pending_alert_count(conn, reachable)
+        if not reachable:
+            return SkipReason("no webhook to deliver to (BAGULA_ALERT_WEBHOOK_URL unset, no project route, "
+                              "or every one paused: fix it, then `bagula alerts requeue`)")
         if not pending:
             return SkipReason("no pending alerts")
         return RunRequest(run_key=None, tags={"bagula/pending_alerts": str(pending)})

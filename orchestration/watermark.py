@@ -7,6 +7,8 @@ largest stamp is where the next build starts. The sensor's cursor is a watermark
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import psycopg
@@ -79,3 +81,50 @@ def pending_raw(conn: psycopg.Connection, lower: int, upper: int) -> bool:
         "select exists (select 1 from agent_sessions where ingest_txid >= %s and ingest_txid < %s)",
         (lower, upper),
     ).fetchone()[0]
+
+
+def bounded_env(env: dict[str, str], upto: int | None) -> dict[str, str]:
+    """dbt's environment with every connection of one invocation bounded at the watermark
+    ``upto`` (the setting bagula.build_watermark, read by macros/watermark.sql): one bound for
+    every model, without a dbt variable, whose change would make dbt re-parse the project."""
+    options = env.get("PGOPTIONS", "")
+    bound = "" if upto is None else f"-c bagula.build_watermark={int(upto)}"
+    return {**env, "PGOPTIONS": f"{options} {bound}".strip()}
+
+
+# One builder of the marts at a time: the live path and Dagster's runs (incremental models
+# built twice at once would read the same raw rows twice).
+PIPELINE_LOCK = 0x6261_6775  # "bagu"
+
+
+@contextmanager
+def pipeline_lock(conn: psycopg.Connection, wait: bool = True) -> Iterator[bool]:
+    """Hold the pipeline lock on ``conn`` (autocommit) for the block; yields whether it is held
+    (always, when ``wait``)."""
+    if wait:
+        conn.execute("select pg_advisory_lock(%s)", (PIPELINE_LOCK,))
+        held = True
+    else:
+        held = conn.execute("select pg_try_advisory_lock(%s)", (PIPELINE_LOCK,)).fetchone()[0]
+    try:
+        yield held
+    finally:
+        if held and not conn.closed:
+            conn.execute("select pg_advisory_unlock(%s)", (PIPELINE_LOCK,))
+
+
+# The live path's heartbeat (live.py): while recent, the sensor leaves new sessions to it.
+LIVE = "live"
+
+
+def beat(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(
+        "insert into pipeline_watermarks (name, watermark) values (%s, 0)"
+        " on conflict (name) do update set updated_at = now()", (name,))
+
+
+def seconds_since_beat(conn: psycopg.Connection, name: str) -> float | None:
+    """Seconds since the heartbeat ``name`` (None: never)."""
+    row = conn.execute("select extract(epoch from now() - updated_at)::float8 from pipeline_watermarks"
+                       " where name = %s", (name,)).fetchone()
+    return row[0] if row else None

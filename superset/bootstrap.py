@@ -1,7 +1,8 @@
 """The Superset side of `bagula superset init|export`, run with the Superset environment's python.
 
-    python superset/bootstrap.py init ASSETS_DIR     # schema, roles, admin, assets (idempotent)
+    python superset/bootstrap.py init ASSETS_DIR     # schema, roles, admin, assets, project roles (idempotent)
     python superset/bootstrap.py export ASSETS_DIR   # the metadata database's assets, as kept in the repo
+    python superset/bootstrap.py sync-projects ASSETS_DIR   # project roles only (after a new project)
 
 Bagula is not installed in that environment (their pins clash): `bagula/superset.py`
 computes everything and passes it in the environment:
@@ -12,6 +13,7 @@ computes everything and passes it in the environment:
     BAGULA_SUPERSET_NEW_ADMIN_PASSWORD   a password to use only if the admin has to be created
     BAGULA_SUPERSET_MARTS_URI            the marts' SQLAlchemy URI, without its password
     BAGULA_SUPERSET_MARTS_PASSWORD       the read-only role's password
+    BAGULA_SUPERSET_PROJECTS             the projects, as JSON [{"id", "name"}] (init, sync-projects)
 
 The last line of stdout is a JSON summary for the caller; Superset's own logging goes to stderr.
 
@@ -153,11 +155,103 @@ def init(assets_dir: Path) -> dict[str, Any]:
                 ImportAssetsCommand(contents, passwords=passwords).run()
                 assets_state = "imported"
 
+        projects = sync_projects(_projects())
+
         dashboards = [
             {"title": d.dashboard_title, "slug": d.slug, "path": f"/superset/dashboard/{d.slug or d.id}/"}
             for d in db.session.query(Dashboard).order_by(Dashboard.id)
         ]
-        return {"admin": admin_state, "admin_username": username, "assets": assets_state, "dashboards": dashboards}
+        return {"admin": admin_state, "admin_username": username, "assets": assets_state, "dashboards": dashboards,
+                "projects": projects}
+
+
+# --- per-project access -------------------------------------------------------------------
+
+# A Superset role name holds at most 64 characters.
+ROLE_NAME_MAX = 64
+PROJECT_FILTER_PREFIX = "bagula project "
+PROJECT_GROUP_KEY = "project_id"
+
+
+def project_role_name(name: str, project_id: str) -> str:
+    """'Project <name>'; a name too long for a role is cut and made unique by the id."""
+    full = f"Project {name}"
+    if len(full) <= ROLE_NAME_MAX:
+        return full
+    suffix = f"... {project_id[:8]}"
+    return full[: ROLE_NAME_MAX - len(suffix)] + suffix
+
+
+def _projects() -> list[dict[str, str]]:
+    return json.loads(os.environ.get("BAGULA_SUPERSET_PROJECTS") or "[]")
+
+
+def sync_projects(projects: list[dict[str, str]]) -> dict[str, Any]:
+    """A role per project that sees that project's rows only (in an app context); idempotent.
+
+    Each role 'Project <name>' gets what Gamma gets (dashboards, charts, explore; no SQL Lab,
+    no database access) plus read access to every dataset, and a Regular row-level security
+    filter `project_id = '<id>'` on every dataset, named 'bagula project <id>'. Filters share
+    the group key project_id, so a user with two project roles sees both projects (OR) and
+    never more. Datasets added since the last run get the filters too; nothing that is
+    already as it should be is written again. A user granted a project is a user with that
+    role (Settings > List users); admins see everything.
+    """
+    from superset.connectors.sqla.models import RowLevelSecurityFilter, SqlaTable
+    from superset.utils.core import RowLevelSecurityFilterType
+
+    from superset import db, security_manager
+
+    datasets = db.session.query(SqlaTable).order_by(SqlaTable.id).all()
+    gamma = security_manager.find_role("Gamma")
+    viewer = list(gamma.permissions) if gamma else []
+    for dataset in datasets:
+        viewer.append(security_manager.add_permission_view_menu("datasource_access", dataset.perm))
+    changed: list[str] = []
+    roles = []
+    for project in sorted(projects, key=lambda p: p["name"]):
+        project_id = str(project["id"])
+        name = project_role_name(project["name"], project_id)
+        rls = db.session.query(RowLevelSecurityFilter).filter_by(name=PROJECT_FILTER_PREFIX + project_id).one_or_none()
+        role = security_manager.find_role(name)
+        if role is None and rls is not None and rls.roles:
+            role = rls.roles[0]  # the project's role under an older name
+            role.name = name
+            changed.append(name)
+        if role is None:
+            role = security_manager.add_role(name)
+            changed.append(name)
+        if set(role.permissions) != set(viewer):
+            role.permissions = list(viewer)
+            changed.append(name)
+        if rls is None:
+            rls = RowLevelSecurityFilter(name=PROJECT_FILTER_PREFIX + project_id)
+            db.session.add(rls)
+        wanted = {
+            "filter_type": RowLevelSecurityFilterType.REGULAR,
+            "group_key": PROJECT_GROUP_KEY,
+            "clause": f"project_id = '{project_id}'",
+            "description": f"Project {project['name']!r}: only its rows, for the role {name!r} (bagula superset init)",
+        }
+        for attribute, value in wanted.items():
+            if getattr(rls, attribute) != value:
+                setattr(rls, attribute, value)
+                changed.append(name)
+        if list(rls.roles) != [role]:
+            rls.roles = [role]
+            changed.append(name)
+        if {t.id for t in rls.tables} != {d.id for d in datasets}:
+            rls.tables = list(datasets)
+            changed.append(name)
+        roles.append(name)
+    db.session.commit()
+    return {"roles": roles, "changed": sorted(set(changed)), "datasets": len(datasets)}
+
+
+def sync_projects_only() -> dict[str, Any]:
+    app = _app()
+    with app.app_context():
+        return {"projects": sync_projects(_projects())}
 
 
 # --- export -------------------------------------------------------------------------------
@@ -281,11 +375,12 @@ def export(assets_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] not in ("init", "export"):
+    if len(argv) != 3 or argv[1] not in ("init", "export", "sync-projects"):
         print(__doc__, file=sys.stderr)
         return 2
     assets_dir = Path(argv[2]).resolve()
-    summary = init(assets_dir) if argv[1] == "init" else export(assets_dir)
+    command = {"init": init, "export": export, "sync-projects": lambda _: sync_projects_only()}[argv[1]]
+    summary = command(assets_dir)
     sys.stdout.flush()
     print(json.dumps(summary))
     return 0

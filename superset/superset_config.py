@@ -7,6 +7,8 @@ started without them refuses to start instead of running with a key everyone kno
 """
 
 import os
+import re
+import uuid
 from datetime import timedelta
 
 
@@ -30,10 +32,14 @@ if SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
 APP_NAME = "Bagula"
 
 # Dashboards read only the marts, through a read-only role; nothing is uploaded or written.
+# Template processing (Jinja in SQL) is on for one thing: the Session explorer's Search filter,
+# whose words a virtual dataset passes to PostgreSQL's full-text search through
+# `bagula_search` below. Adhoc SQL in charts still may not hold subqueries
+# (ALLOW_ADHOC_SUBQUERY stays off), and row-level security applies to every query.
 FEATURE_FLAGS = {
     "ALERT_REPORTS": False,
     "THUMBNAILS": False,
-    "ENABLE_TEMPLATE_PROCESSING": False,
+    "ENABLE_TEMPLATE_PROCESSING": True,
     "DASHBOARD_RBAC": False,
     "EMBEDDED_SUPERSET": False,
 }
@@ -72,3 +78,46 @@ DATA_CACHE_CONFIG = {"CACHE_TYPE": "NullCache"}
 # "Last week" and the like end now, not at midnight: monitoring wants the latest hours too.
 DEFAULT_RELATIVE_START_TIME = "now"
 DEFAULT_RELATIVE_END_TIME = "now"
+
+
+# --- session search (the Session explorer's Search filter) ----------------------------------
+
+SEARCH_MAX_CHARS = 500
+
+
+def _literal(text: str) -> str:
+    """A PostgreSQL string literal that means exactly ``text``, whatever the server's settings."""
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def bagula_search(values, alias: str = "x") -> dict:
+    """SQL for a search over ``marts.session_search`` (as ``alias``) from a Search filter's values,
+    the same search as GET /v1/sessions?q=... (ingest_api/store/search.py): words and phrases
+    (websearch_to_tsquery), a session id, a single token with a digit inside identifiers.
+
+    ``{"where": condition, "rank": expression}``, or empty strings without words. The values are
+    whatever a user typed: they reach the SQL only as literals made here.
+    """
+    if isinstance(values, str):
+        values = [values]
+    text = " ".join(str(v) for v in (values or []) if v is not None).replace("\x00", "").strip()[:SEARCH_MAX_CHARS]
+    if not text:
+        return {"where": "", "rank": ""}
+    words = f"websearch_to_tsquery('english', {_literal(text)})"
+    where = [f"{alias}.document @@ {words}"]
+    rank = [f"ts_rank_cd({alias}.document, {words}, 32)"]
+    try:
+        session_id = str(uuid.UUID(text))
+    except ValueError:
+        session_id = None
+    if session_id:
+        where.append(f"{alias}.session_id = '{session_id}'")
+        rank.append(f"case when {alias}.session_id = '{session_id}' then 2 else 0 end")
+    elif re.fullmatch(r"\S{3,}", text) and any(c.isdigit() for c in text):
+        pattern = _literal("%" + re.sub(r"([\\%_])", r"\\\1", text.lower()) + "%")
+        where.append(f"{alias}.identifiers ilike {pattern}")
+        rank.append(f"case when {alias}.identifiers ilike {pattern} then 1 else 0 end")
+    return {"where": "(" + " or ".join(where) + ")", "rank": "(" + " + ".join(rank) + ")"}
+
+
+JINJA_CONTEXT_ADDONS = {"bagula_search": bagula_search}

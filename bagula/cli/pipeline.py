@@ -46,6 +46,37 @@ def pipeline_run(days: tuple[str, ...], all_days: bool, verbose: bool) -> None:
         raise click.ClickException("the pipeline failed (rerun with --verbose for Dagster's log)")
 
 
+@pipeline_group.command("live", help="""The live path: build, judge, group into incidents and alert every new
+batch within seconds, in this long-lived process (`bagula run` starts it). Dagster's sensor stands
+aside while it keeps up and takes over when it stops or fails; its passes show in Dagster's catalog.""")
+def pipeline_live() -> None:
+    import logging.config
+    import signal
+    import threading
+
+    from bagula.observability import log_config
+    from orchestration import live
+    from orchestration.settings import get_orchestration_settings
+
+    settings = get_orchestration_settings()
+    logging.config.dictConfig(log_config(get_platform_settings().log_format))
+    url = database_url()
+    os.environ.update(dagster_env(url))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    path = live.LivePath(url, settings, report=live.dagster_reporter())
+    # Retention in its own thread and connection: at most every BAGULA_RETENTION_EVERY_S.
+    from bagula.cli.retention import start_periodic
+
+    start_periodic(url, stop)
+    click.echo("live path: following new batches", err=True)
+    try:
+        path.run_forever(stop, settings.live_poll_s)
+    finally:
+        path.close()
+
+
 @click.group(name="dagster", help="Dagster's services on their own (what `bagula run` starts), for deployments "
                                    "that run each service separately.")
 def dagster_group() -> None:
@@ -87,7 +118,10 @@ def alerts_status() -> None:
     with psycopg.connect(database_url(), autocommit=True) as conn:
         state = alerts.status(conn)
     click.echo(f"pending {state['pending']}, delivered {state['delivered']}, failed {state['failed']}")
-    click.echo(f"delivery paused {state['paused']}" if state["paused"] else "delivery running")
+    for destination, why in state["paused"].items():
+        click.echo(f"delivery to {destination} paused {why}")
+    if not state["paused"]:
+        click.echo("delivery running")
 
 
 @alerts_group.command("requeue", help="After fixing the webhook: resume delivery and send the failed alerts again.")
@@ -99,6 +133,45 @@ def alerts_requeue() -> None:
     with psycopg.connect(database_url(), autocommit=True) as conn:
         count = alerts.requeue(conn)
     click.echo(f"delivery resumed; {count} failed alert(s) pending again (sent by the next run)")
+
+
+@alerts_group.group("route", help="Where a project's incident alerts go, and from which severity on.")
+def route_group() -> None:
+    pass
+
+
+@route_group.command("set", help="Send the project's incident alerts to WEBHOOK (Slack-compatible).")
+@click.option("--project", required=True)
+@click.option("--webhook", required=True, help="the incoming webhook's URL (a secret: kept in the database)")
+@click.option("--min-severity", type=click.Choice(["minor", "major", "critical"]), default="critical",
+              show_default=True)
+def route_set(project: str, webhook: str, min_severity: str) -> None:
+    import psycopg
+
+    from ingest_api.store import alert_routes, keys
+
+    if not webhook.startswith(("https://", "http://")):
+        raise click.BadParameter("the webhook must be an http(s) URL", param_hint="--webhook")
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        project_id = keys.project_id(conn, project)
+        if project_id is None:
+            raise click.ClickException(f"no project named {project!r}")
+        alert_routes.set_route(conn, project_id, webhook, min_severity)
+    click.echo(f"incident alerts of {project!r} from {min_severity} on go to its own webhook")
+
+
+@route_group.command("remove", help="The project's alerts go to the default webhook again.")
+@click.option("--project", required=True)
+def route_remove(project: str) -> None:
+    import psycopg
+
+    from ingest_api.store import alert_routes, keys
+
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        project_id = keys.project_id(conn, project)
+        if project_id is None or not alert_routes.remove_route(conn, project_id):
+            raise click.ClickException(f"project {project!r} has no route of its own")
+    click.echo(f"incident alerts of {project!r} go to the default webhook (BAGULA_ALERT_WEBHOOK_URL)")
 
 
 @click.group(name="quarantine", help="Ingest batches set aside because the marts could not build them.")

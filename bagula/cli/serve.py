@@ -39,6 +39,9 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
     uvicorn.run(
         "ingest_api.app:create_app", factory=True, host=host or settings.api_host, port=port or settings.api_port,
         workers=workers or settings.api_workers, log_config=log_config(settings.log_format), access_log=False,
+        # A worker still importing the app on a busy or CPU-limited machine (a container's
+        # limit) answers the supervisor's ping late; uvicorn's 5 s would kill it, again and again.
+        timeout_worker_healthcheck=60,
     )
 
 
@@ -69,7 +72,7 @@ def run(host: str | None, port: int | None, workers: int | None) -> None:
         "Bagula is starting:",
         f"  API              {base}",
         f"  API docs         {base}/docs",
-        f"  Dagster          http://{host}:{settings.dagster_port}  (marts, detection, alerts on every new batch)",
+        f"  Dagster          http://{host}:{settings.dagster_port}  (orchestrator of record: backfills, reruns, hourly dbt tests)",
         f"  database         {url.split('@')[-1]}" + (" (project-local)" if local else ""),
     ]
     if first_key:
@@ -89,10 +92,14 @@ def run(host: str | None, port: int | None, workers: int | None) -> None:
     # Every child reads the database URL from its environment (the API's worker processes too).
     env = {**os.environ, "BAGULA_DATABASE_URL": url}
     dagster = {**env, **dagster_env(url)}
+    # Alerts link to this Superset unless told where users reach it.
+    dagster.setdefault("BAGULA_SUPERSET_PUBLIC_URL", f"http://{host}:{superset.settings.port}")
     services = [
         Service("api", [sys.executable, "-m", "bagula", "api", "--host", host, "--port", str(port),
                         "--workers", str(workers or settings.api_workers)], env),
-        # Dagster's sensor builds the marts and runs detection for every new batch.
+        # The live path builds the marts, judges and alerts every new batch within seconds;
+        # Dagster's sensor stands aside while it keeps up and takes over if it stops.
+        Service("live", [sys.executable, "-m", "bagula", "pipeline", "live"], dagster),
         Service("dagster-webserver", instance.webserver_command(host, settings.dagster_port), dagster),
         Service("dagster-daemon", instance.daemon_command(), dagster),
         # Superset's secrets go to its own process only.

@@ -9,7 +9,15 @@ import click
 
 from bagula.cli.common import database_url
 from bagula.settings import get_platform_settings, get_superset_settings
-from bagula.superset import ASSETS_DIR, Superset, SupersetError, prepare_superset, run_bootstrap, superset_serve_command
+from bagula.superset import (
+    ASSETS_DIR,
+    Superset,
+    SupersetError,
+    prepare_superset,
+    run_bootstrap,
+    superset_serve_command,
+    sync_projects,
+)
 
 
 def local_superset() -> Superset:
@@ -22,7 +30,7 @@ def superset_group() -> None:
 
 
 @superset_group.command("init", help="Upgrade Superset's metadata, create the admin and the read-only role, "
-                                      "import the dashboards (idempotent).")
+                                      "import the dashboards, give every project its role (idempotent).")
 def init_command() -> None:
     url = database_url()
     try:
@@ -54,3 +62,15 @@ def export_command(target: Path | None) -> None:
     except SupersetError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {len(summary['files'])} files to {target or ASSETS_DIR}")
+
+
+@superset_group.command("sync-projects", help="Give every project its Superset role, which sees that project's rows "
+                                               "only (what init does for projects; `bagula keys create` runs it for "
+                                               "a new project when Superset is set up here).")
+def sync_projects_command() -> None:
+    url = database_url()
+    try:
+        lines = sync_projects(local_superset(), url)
+    except SupersetError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("\n".join(lines))

@@ -6,8 +6,11 @@
   the oldest one still running). A fact model reads raw rows with
   lower <= ingest_txid < upper and stamps what it writes with watermark = upper; next
   run, lower is the largest stamp in the model. So a batch that committed late is never
-  skipped and nothing is read twice. upper is the variable `watermark` when the caller
-  passes one (one value for every model of a run), else the database's current one.
+  skipped and nothing is read twice. upper is one value for every model of a run: the
+  variable `watermark` when the caller passes one; else the setting bagula.build_watermark,
+  which the platform's runs give every connection of the invocation (PGOPTIONS), because a
+  changed variable makes dbt re-parse the whole project, seconds on every run; else the
+  database's current watermark.
 
   Both bounds are rendered as literals so PostgreSQL can use the BRIN indexes on
   ingest_txid and push the bounds into grouped views.
@@ -20,7 +23,9 @@
             {%- set lower = run_query('select coalesce(max(watermark), 0) from ' ~ this).columns[0].values()[0] -%}
         {%- endif -%}
         {%- if upper is none -%}
-            {%- set upper = run_query('select bagula_watermark()').columns[0].values()[0] -%}
+            {%- set upper = run_query(
+                "select coalesce(nullif(current_setting('bagula.build_watermark', true), '')::bigint,"
+                ~ " bagula_watermark())").columns[0].values()[0] -%}
         {%- endif -%}
     {%- endif -%}
     {{ return({'lower': lower | int, 'upper': (upper if upper is not none else 0) | int}) }}

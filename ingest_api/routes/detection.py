@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from ingest_api.deps import ConnectionDep, PrincipalDep
+from ingest_api.deps import AdminKey, ConnectionDep, ReadKey
 from ingest_api.paging import INSTANT, decode_cursor, instant, invalid, time_range
 from ingest_api.schemas import (
     Anomaly,
@@ -39,7 +39,7 @@ def _filter(since: str | None, until: str | None, cursor: str | None, **fields) 
 @router.get("/v1/agents/{agent_name}/anomalies", response_model=AnomalyPage,
             summary="An agent's anomalies, newest session first, with keyset pagination")
 async def list_anomalies(
-    agent_name: str, principal: PrincipalDep, conn: ConnectionDep,
+    agent_name: str, principal: ReadKey, conn: ConnectionDep,
     type: AnomalyType | None = None,
     severity: Severity | None = None,
     resolved: bool | None = None,
@@ -53,7 +53,7 @@ async def list_anomalies(
 @router.get("/v1/agents/{agent_name}/regressions", response_model=RegressionPage,
             summary="An agent's regressions against its baseline, newest session first")
 async def list_regressions(
-    agent_name: str, principal: PrincipalDep, conn: ConnectionDep,
+    agent_name: str, principal: ReadKey, conn: ConnectionDep,
     severity: Severity | None = None,
     resolved: bool | None = None,
     since: SinceQuery = None, until: UntilQuery = None, limit: LimitQuery = 50, cursor: CursorQuery = None,
@@ -78,21 +78,21 @@ async def _resolve(kind: store.Kind, agent_name: str, verdict_id: uuid.UUID, pri
 
 @router.post("/v1/agents/{agent_name}/anomalies/{anomaly_id}/resolve", response_model=Anomaly,
              summary="Mark an anomaly resolved (or, with {\"resolved\": false}, open again)")
-async def resolve_anomaly(agent_name: str, anomaly_id: uuid.UUID, principal: PrincipalDep, conn: ConnectionDep,
+async def resolve_anomaly(agent_name: str, anomaly_id: uuid.UUID, principal: AdminKey, conn: ConnectionDep,
                           body: Annotated[Resolution | None, Body()] = None) -> dict:
     return await _resolve("anomalies", agent_name, anomaly_id, principal, conn, body)
 
 
 @router.post("/v1/agents/{agent_name}/regressions/{regression_id}/resolve", response_model=Regression,
              summary="Mark a regression resolved (or, with {\"resolved\": false}, open again)")
-async def resolve_regression(agent_name: str, regression_id: uuid.UUID, principal: PrincipalDep,
+async def resolve_regression(agent_name: str, regression_id: uuid.UUID, principal: AdminKey,
                              conn: ConnectionDep, body: Annotated[Resolution | None, Body()] = None) -> dict:
     return await _resolve("regressions", agent_name, regression_id, principal, conn, body)
 
 
 @router.get("/v1/agents/{agent_name}/baseline", response_model=Baselines,
             summary="The agent's baselines, the active one first")
-async def get_baselines(agent_name: str, principal: PrincipalDep, conn: ConnectionDep) -> dict:
+async def get_baselines(agent_name: str, principal: ReadKey, conn: ConnectionDep) -> dict:
     found = await baseline_store.list_baselines(conn, principal.project_id, agent_name)
     return {"active": next((b for b in found if b["active"]), None), "baselines": found}
 
@@ -106,7 +106,7 @@ class BaselineWindow(BaseModel):
             summary="Pin the agent's baseline to its sessions in a time range",
             description="Regressions of sessions that start after the window are judged against it; "
                         "the automatic baseline (the first stable window) is kept but inactive.")
-async def pin_baseline(agent_name: str, window: BaselineWindow, principal: PrincipalDep,
+async def pin_baseline(agent_name: str, window: BaselineWindow, principal: AdminKey,
                        conn: ConnectionDep) -> dict:
     start, end = instant(window.from_, "from"), instant(window.to, "to")
     if end <= start:

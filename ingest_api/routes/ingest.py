@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from typing_extensions import NotRequired, TypedDict
 
 from ingest_api.body import parse_envelope, read_body
-from ingest_api.deps import PoolDep, PrincipalDep, SettingsDep
+from ingest_api.deps import IngestKey, PoolDep, SettingsDep
 from ingest_api.problems import MEDIA_TYPE, Problem, problem
 from ingest_api.settings import ApiSettings
 from ingest_api.store import sessions as session_store
@@ -107,7 +107,7 @@ def _limits(settings: ApiSettings) -> SessionLimits:
     },
 )
 async def ingest_sessions(
-    request: Request, principal: PrincipalDep, settings: SettingsDep, pool: PoolDep
+    request: Request, principal: IngestKey, settings: SettingsDep, pool: PoolDep
 ) -> JSONResponse:
     body = await read_body(request, settings.max_body_bytes)
     envelope = parse_envelope(body, settings.max_batch_sessions)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
-from ingest_api.deps import ConnectionDep, PrincipalDep
+from ingest_api.deps import ConnectionDep, ReadKey
 from ingest_api.schemas import AgentMetrics
 from ingest_api.store import metrics as metrics_store
 
@@ -22,7 +22,7 @@ router = APIRouter(tags=["metrics"])
 )
 async def agent_metrics(
     agent_name: str,
-    principal: PrincipalDep,
+    principal: ReadKey,
     conn: ConnectionDep,
     window: Annotated[Literal["1h", "24h", "7d"], Query()] = "24h",
 ) -> dict:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from ingest_api.deps import ConnectionDep, PrincipalDep
+from ingest_api.deps import ConnectionDep, ReadKey
 from ingest_api.paging import INSTANT, decode_cursor, time_range
 from ingest_api.schemas import Agents, SessionPage
 from ingest_api.store import sessions as session_store
@@ -17,7 +17,7 @@ router = APIRouter(tags=["sessions"])
 
 @router.get("/v1/agents", response_model=Agents,
             summary="The project's agents with session counts, first and last seen")
-async def list_agents(principal: PrincipalDep, conn: ConnectionDep) -> dict:
+async def list_agents(principal: ReadKey, conn: ConnectionDep) -> dict:
     return {"agents": await session_store.list_agents(conn, principal.project_id)}
 
 
@@ -25,7 +25,7 @@ async def list_agents(principal: PrincipalDep, conn: ConnectionDep) -> dict:
             summary="An agent's sessions, newest first, with keyset pagination")
 async def list_sessions(
     agent_name: str,
-    principal: PrincipalDep,
+    principal: ReadKey,
     conn: ConnectionDep,
     since: Annotated[str | None, Query(description=f"sessions started at or after: {INSTANT}")] = None,
     until: Annotated[str | None, Query(description=f"sessions started before: {INSTANT}")] = None,
@@ -45,7 +45,7 @@ async def list_sessions(
 @router.get("/v1/sessions/{session_id}", summary="One whole session as ingested (the wire format)",
             responses={200: {"description": "the session, as sent (unknown fields kept)",
                              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Session"}}}}})
-async def get_session(session_id: uuid.UUID, principal: PrincipalDep, conn: ConnectionDep) -> dict:
+async def get_session(session_id: uuid.UUID, principal: ReadKey, conn: ConnectionDep) -> dict:
     session = await session_store.get_session(conn, principal.project_id, session_id)
     if session is None:
         raise HTTPException(404, "session not found")

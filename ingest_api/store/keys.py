@@ -6,18 +6,28 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 
 KEY_PREFIX = "bgl_"
 
+# What a key may do (docs/privacy.md): ingest writes sessions and spans, read is every GET,
+# admin changes state (resolve, baselines, incidents, alert routes, erasure, retention, redaction).
+SCOPES = ("ingest", "read", "admin")
+ALL_SCOPES = frozenset(SCOPES)
+
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key and the one project it is bound to."""
+    """Who is calling: the key, the one project it is bound to, what the key may do, until
+    when, and which ready redactors its project applies before storage."""
 
     key_id: uuid.UUID
     project_id: uuid.UUID
+    scopes: frozenset[str] = ALL_SCOPES
+    expires_at: datetime | None = None
+    redactors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,13 +57,18 @@ def project_id(conn: psycopg.Connection, name: str) -> uuid.UUID | None:
     return row[0] if row else None
 
 
-def create_key(conn: psycopg.Connection, project_name: str) -> NewKey:
+def create_key(conn: psycopg.Connection, project_name: str, scopes: tuple[str, ...] = SCOPES,
+               expires_at: datetime | None = None) -> NewKey:
+    """A new key with these scopes (default: all three), valid until ``expires_at`` (or revoked)."""
+    unknown = set(scopes) - ALL_SCOPES
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be some of {', '.join(SCOPES)} (got {', '.join(sorted(unknown)) or 'none'})")
     project_id = ensure_project(conn, project_name)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = conn.execute(
-        "insert into api_keys (project_id, key_hash, key_prefix) values (%s, %s, %s)"
+        "insert into api_keys (project_id, key_hash, key_prefix, scopes, expires_at) values (%s, %s, %s, %s, %s)"
         " returning key_id",
-        (project_id, hash_key(secret), secret[:12]),
+        (project_id, hash_key(secret), secret[:12], [s for s in SCOPES if s in scopes], expires_at),
     ).fetchone()[0]
     return NewKey(key_id, project_id, project_name, secret)
 
@@ -72,8 +87,9 @@ def revoke_key(conn: psycopg.Connection, key_id_or_secret: str) -> int:
 
 
 def list_keys(conn: psycopg.Connection, project_name: str | None = None) -> list[tuple]:
+    """(key id, project, prefix, created, revoked, scopes, expires, last used) per key."""
     return conn.execute(
-        "select k.key_id, p.name, k.key_prefix, k.created_at, k.revoked_at"
+        "select k.key_id, p.name, k.key_prefix, k.created_at, k.revoked_at, k.scopes, k.expires_at, k.last_used_at"
         " from api_keys k join projects p using (project_id)"
         " where %(project)s::text is null or p.name = %(project)s"
         " order by k.created_at",
@@ -90,9 +106,18 @@ def project_has_active_key(conn: psycopg.Connection, project_name: str) -> bool:
 
 
 async def authenticate(conn: psycopg.AsyncConnection, key_hash: bytes) -> Principal | None:
-    """The active key with this hash (see hash_key), or None."""
+    """The active key with this hash (see hash_key), or None; an expired key is returned (with
+    its expiry) so that the caller can say why it is refused."""
     cur = await conn.execute(
-        "select key_id, project_id from api_keys where key_hash = %s and revoked_at is null", (key_hash,),
+        "select k.key_id, k.project_id, k.scopes, k.expires_at, coalesce(p.redactors, '{}')"
+        " from api_keys k left join project_data_policies p using (project_id)"
+        " where k.key_hash = %s and k.revoked_at is null",
+        (key_hash,),
     )
     row = await cur.fetchone()
-    return Principal(row[0], row[1]) if row else None
+    return Principal(row[0], row[1], frozenset(row[2]), row[3], tuple(row[4])) if row else None
+
+
+async def mark_used(conn: psycopg.AsyncConnection, key_ids: list[uuid.UUID]) -> None:
+    """Record that these keys were used now (the API calls it at most once a minute per key)."""
+    await conn.execute("update api_keys set last_used_at = now() where key_id = any(%s)", (key_ids,))

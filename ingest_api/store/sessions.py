@@ -11,23 +11,42 @@ from typing import Any
 import orjson
 import psycopg
 
-from ingest_api import wire
+from ingest_api import pricing, redaction, wire
 from ingest_api.paging import encode_cursor
 from ingest_api.store.keys import Principal
 from ingest_api.wire import Session, epoch_ms, extras, from_epoch_ms
 
 # Claiming ids in one sorted statement makes concurrent overlapping batches
 # wait on each other in the same order (no deadlock); the loser gets no row back.
+# The ledger also keeps the session's start (migration 0009): the key to its rows in the
+# time-partitioned tables.
 CLAIM_SQL = """
-    insert into session_ledger (project_id, session_id)
-    select %s, id from unnest(%s::uuid[]) as id order by id
+    insert into session_ledger (project_id, session_id, start_time)
+    select %s, id, start_time from unnest(%s::uuid[], %s::timestamptz[]) as u(id, start_time) order by id
     on conflict do nothing
     returning session_id
 """
 
+# Per-agent counts (migration 0009), in the batch's transaction: exact, never a scan of history.
+# The shard (the backend's) keeps concurrent batches for one agent off each other's counter row;
+# rows are locked in agent order, so two batches cannot deadlock.
+COUNT_AGENTS_SQL = """
+    insert into agent_session_counts as c (project_id, agent_name, shard, sessions, first_seen, last_seen)
+    select %s, agent, pg_backend_pid() %% 16, n, first_seen, last_seen
+    from unnest(%s::text[], %s::bigint[], %s::timestamptz[], %s::timestamptz[]) as u(agent, n, first_seen, last_seen)
+    order by agent
+    on conflict (project_id, agent_name, shard) do update
+    set sessions = c.sessions + excluded.sessions,
+        first_seen = least(c.first_seen, excluded.first_seen),
+        last_seen = greatest(c.last_seen, excluded.last_seen)
+"""
+
 SESSION_COLUMNS = (
     "project_id, session_id, api_key_id, agent_name, user_id, parent_session_id, start_time,"
-    " end_time, initial_request, final_outcome, metadata, tags, extra"
+    " end_time, initial_request, final_outcome, metadata, tags, extra,"
+    # the session's own summary (migration 0009): lists read it instead of counting its rows
+    " turn_count, llm_call_count, tool_call_count, tool_error_count, tokens_total, llm_cost_usd,"
+    " llm_calls_from, llm_calls_until"
 )
 TURN_COLUMNS = (
     'project_id, session_id, turn_id, turn_number, "timestamp", trigger, agent_response,'
@@ -35,12 +54,16 @@ TURN_COLUMNS = (
 )
 LLM_COLUMNS = (
     "project_id, session_id, turn_id, call_id, position, provider, model, start_time, end_time,"
-    " tokens_input, tokens_output, tokens_total, cost_usd, latency_ms, messages, response, extra"
+    " tokens_input, tokens_output, tokens_total, cost_usd, latency_ms, messages, response, extra,"
+    " tokens_cache_read, tokens_cache_write, estimated_cost_usd, price_source"
 )
 TOOL_COLUMNS = (
     "project_id, session_id, turn_id, tool_id, position, tool_name, arguments, start_time,"
     " end_time, result, error, latency_ms, extra"
 )
+_SESSION_START = [name.strip() for name in SESSION_COLUMNS.split(",")].index("start_time")
+_LLM = {name.strip(): i for i, name in enumerate(LLM_COLUMNS.split(","))}
+_TOOL = {name.strip(): i for i, name in enumerate(TOOL_COLUMNS.split(","))}
 
 
 # orjson's own limit on nesting; deeper JSON cannot be serialised for COPY.
@@ -73,6 +96,22 @@ def _num(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _cache_tokens(value: Any) -> int | None:
+    """metrics.tokensCacheRead / tokensCacheWrite (fields the wire keeps as extras): a count, or None."""
+    return value if type(value) is int and 0 <= value <= wire.INT4_MAX else None
+
+
+def _estimate(call: dict[str, Any], m: dict[str, Any], cache_read: int | None,
+              cache_write: int | None) -> tuple[Decimal | None, str | None]:
+    """(estimated cost, price table) for a call without the client's cost; (None, None) when it
+    has one or the price table does not know its model."""
+    if m.get("costUsd") is not None:
+        return None, None
+    found = pricing.estimate(call["provider"], call["model"], m.get("tokensInput"), m.get("tokensOutput"),
+                             cache_read, cache_write, from_epoch_ms(call["startTime"]))
+    return (None, None) if found is None else (found.cost_usd, found.source)
 
 
 @dataclass
@@ -110,7 +149,10 @@ class EncodedSession:
 
 def encode(principal: Principal, s: Session, max_metadata_bytes: int = 65536) -> EncodedSession:
     """The session's rows; Unstorable (naming the field) when a value cannot be stored as sent.
-    Done before the batch's transaction, so a bad session costs only itself and no lock waits on it."""
+    Done before the batch's transaction, so a bad session costs only itself and no lock waits on it.
+    The project's redaction setting (``principal.redactors``) applies first: nothing unredacted is stored."""
+    if principal.redactors:
+        s = redaction.redact_session(s, principal.redactors)
     project = str(principal.project_id)
     sid = str(s["sessionId"])
     parent = s.get("parentSessionId")
@@ -143,15 +185,18 @@ def encode(principal: Principal, s: Session, max_metadata_bytes: int = 65536) ->
             m = call.get("metrics") or {}
             extra = extras(call, wire.LlmCall) or {}
             metrics_extra = extras(m, wire.LlmMetrics)
+            cache_read = cache_write = None
             if metrics_extra:
                 extra["metrics"] = metrics_extra
+                cache_read = _cache_tokens(metrics_extra.get("tokensCacheRead"))
+                cache_write = _cache_tokens(metrics_extra.get("tokensCacheWrite"))
             rows.llm_calls.append((
                 project, sid, turn_id, call["callId"], position, call["provider"],
                 call["model"], from_epoch_ms(call["startTime"]), from_epoch_ms(call.get("endTime")),
                 m.get("tokensInput"), m.get("tokensOutput"), m.get("tokensTotal"),
                 m.get("costUsd"), m.get("latencyMs"),
                 _json(call.get("messages"), f"{here}.messages"), _json(call.get("response"), f"{here}.response"),
-                _json(extra or None, here),
+                _json(extra or None, here), cache_read, cache_write, *_estimate(call, m, cache_read, cache_write),
             ))
         for position, tool in enumerate((response or {}).get("toolCalls", ())):
             here = f"{at}.agentResponse.toolCalls[{position}]"
@@ -161,7 +206,24 @@ def encode(principal: Principal, s: Session, max_metadata_bytes: int = 65536) ->
                 from_epoch_ms(tool.get("endTime")), _json(tool.get("result"), f"{here}.result"), tool.get("error"),
                 tool.get("latencyMs"), _json(extras(tool, wire.ToolCall), here),
             ))
+    rows.sessions[0] += _summary(rows)
     return EncodedSession(s["sessionId"], rows)
+
+
+def _summary(rows: "SessionRows") -> tuple:
+    """The summary columns of a session's row, from its other rows: what the session list shows
+    (as counting its rows would), and the span of its LLM calls' start times (the only bound a
+    read of its calls in the time-partitioned llm_calls has)."""
+    tokens = [r[_LLM["tokens_total"]] for r in rows.llm_calls if r[_LLM["tokens_total"]] is not None]
+    # as the column keeps them: exactly as sent (the text COPY writes)
+    costs = [Decimal(repr(r[_LLM["cost_usd"]])) for r in rows.llm_calls if r[_LLM["cost_usd"]] is not None]
+    starts = [r[_LLM["start_time"]] for r in rows.llm_calls]
+    return (
+        len(rows.turns), len(rows.llm_calls), len(rows.tool_calls),
+        sum(1 for r in rows.tool_calls if r[_TOOL["error"]] is not None),
+        sum(tokens) if tokens else None, sum(costs) if costs else None,
+        min(starts) if starts else None, max(starts) if starts else None,
+    )
 
 
 async def copy_rows(cur: psycopg.AsyncCursor, rows: SessionRows) -> None:
@@ -185,14 +247,32 @@ class IngestOutcome:
 async def _write(conn: psycopg.AsyncConnection, principal: Principal, sessions: list[EncodedSession]) -> int:
     async with conn.transaction():
         cur = conn.cursor()
-        await cur.execute(CLAIM_SQL, (principal.project_id, [s.session_id for s in sessions]))
+        await cur.execute(CLAIM_SQL, (principal.project_id, [s.session_id for s in sessions],
+                                      [s.rows.sessions[0][_SESSION_START] for s in sessions]))
         claimed = {row[0] for row in await cur.fetchall()}
         rows = SessionRows()
         for s in sessions:
             if s.session_id in claimed:
                 rows.extend(s.rows)
         await copy_rows(cur, rows)
+        if rows.sessions:
+            await cur.execute(COUNT_AGENTS_SQL, (principal.project_id, *_agent_counts(rows.sessions)))
     return len(claimed)
+
+
+def _agent_counts(sessions: list[tuple]) -> tuple[list, list, list, list]:
+    """(agents, sessions, first start, last start) of session rows, in agent order."""
+    counts: dict[str, list] = {}
+    for row in sessions:
+        agent, start = row[3], row[6]
+        seen = counts.get(agent)
+        if seen is None:
+            counts[agent] = [1, start, start]
+        else:
+            seen[0] += 1
+            seen[1], seen[2] = min(seen[1], start), max(seen[2], start)
+    agents = sorted(counts)
+    return agents, [counts[a][0] for a in agents], [counts[a][1] for a in agents], [counts[a][2] for a in agents]
 
 
 async def ingest(conn: psycopg.AsyncConnection, principal: Principal,
@@ -229,8 +309,8 @@ async def ingest(conn: psycopg.AsyncConnection, principal: Principal,
 async def list_agents(conn: psycopg.AsyncConnection, project_id: uuid.UUID) -> list[dict]:
     cur = await conn.execute(
         """
-        select agent_name, count(*), min(start_time), max(start_time)
-        from agent_sessions where project_id = %s
+        select agent_name, sum(sessions)::bigint, min(first_seen), max(last_seen)
+        from agent_session_counts where project_id = %s
         group by agent_name order by agent_name
         """,
         (project_id,),
@@ -277,17 +357,25 @@ async def list_sessions(
         select s.session_id, s.agent_name, s.user_id, s.parent_session_id, s.start_time,
                s.end_time, s.status, s.final_outcome -> 'userSatisfaction',
                s.final_outcome -> 'confidence', s.tags,
-               (select count(*) from session_turns t
-                 where t.project_id = s.project_id and t.session_id = s.session_id),
-               l.calls, l.tokens, l.cost, tc.calls, tc.errors
+               coalesce(s.turn_count, t.turns), coalesce(s.llm_call_count, l.calls),
+               case when s.turn_count is null then l.tokens else s.tokens_total end,
+               case when s.turn_count is null then l.cost else s.llm_cost_usd end,
+               coalesce(s.tool_call_count, tc.calls), coalesce(s.tool_error_count, tc.errors)
         from agent_sessions s
+        -- Rows stored before migration 0009 have no summary: count theirs (skipped for the rest).
+        cross join lateral (
+            select count(*) as turns from session_turns t
+            where s.turn_count is null and t.project_id = s.project_id and t.session_id = s.session_id
+        ) t
         cross join lateral (
             select count(*) as calls, sum(tokens_total) as tokens, sum(cost_usd) as cost
-            from llm_calls c where c.project_id = s.project_id and c.session_id = s.session_id
+            from llm_calls c
+            where s.turn_count is null and c.project_id = s.project_id and c.session_id = s.session_id
         ) l
         cross join lateral (
             select count(*) as calls, count(error) as errors
-            from tool_calls c where c.project_id = s.project_id and c.session_id = s.session_id
+            from tool_calls c
+            where s.turn_count is null and c.project_id = s.project_id and c.session_id = s.session_id
         ) tc
         where {" and ".join(conditions)}
         order by s.start_time desc, s.session_id desc
@@ -318,13 +406,22 @@ async def list_sessions(
 async def get_session(conn: psycopg.AsyncConnection, project_id: uuid.UUID, session_id: uuid.UUID) -> dict | None:
     """The whole session in the wire format it was sent in, or None (also for other projects' ids)."""
     key = {"project": project_id, "session": session_id}
+    # agent_sessions is partitioned by start time: the ledger's start keeps the read to one chunk
+    # (sessions claimed before migration 0009 have none: every chunk is looked in).
     cur = await conn.execute(
-        """
+        "select start_time from session_ledger where project_id = %(project)s and session_id = %(session)s", key
+    )
+    claimed = await cur.fetchone()
+    if claimed is None:
+        return None
+    at = "and start_time = %(start)s" if claimed[0] is not None else ""
+    cur = await conn.execute(
+        f"""
         select session_id, agent_name, user_id, initial_request, start_time, end_time, metadata,
-               tags, parent_session_id, final_outcome, extra
-        from agent_sessions where project_id = %(project)s and session_id = %(session)s
+               tags, parent_session_id, final_outcome, extra, llm_call_count, llm_calls_from, llm_calls_until
+        from agent_sessions where project_id = %(project)s and session_id = %(session)s {at}
         """,
-        key,
+        {**key, "start": claimed[0]},
     )
     row = await cur.fetchone()
     if row is None:
@@ -355,16 +452,23 @@ async def get_session(conn: psycopg.AsyncConnection, project_id: uuid.UUID, sess
         }
     session["turns"] = list(turns.values())
 
-    cur = await conn.execute(
-        """
-        select turn_id, call_id, provider, model, start_time, end_time, messages, response,
-               tokens_input, tokens_output, tokens_total, cost_usd, latency_ms, extra
-        from llm_calls where project_id = %(project)s and session_id = %(session)s
-        order by turn_id, position
-        """,
-        key,
-    )
-    for r in await cur.fetchall():
+    # llm_calls is partitioned by time: the span of the session's calls (migration 0009) keeps
+    # the read to the chunks (and compressed batches) that hold them.
+    llm_count, calls_from, calls_until = row[11], row[12], row[13]
+    span = "and start_time >= %(calls_from)s and start_time <= %(calls_until)s" if calls_from else ""
+    calls = []
+    if llm_count != 0:  # None: stored before 0009, no summary
+        cur = await conn.execute(
+            f"""
+            select turn_id, call_id, provider, model, start_time, end_time, messages, response,
+                   tokens_input, tokens_output, tokens_total, cost_usd, latency_ms, extra
+            from llm_calls where project_id = %(project)s and session_id = %(session)s {span}
+            order by turn_id, position
+            """,
+            {**key, "calls_from": calls_from, "calls_until": calls_until},
+        )
+        calls = await cur.fetchall()
+    for r in calls:
         extra = dict(r[13] or {})
         metrics = {
             "tokensInput": r[8], "tokensOutput": r[9], "tokensTotal": r[10],

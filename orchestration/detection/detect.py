@@ -19,7 +19,9 @@ import psycopg
 
 from ml import anomaly, baseline, forest, regression
 from ml.verdicts import ANOMALY_SCHEMA, ISOLATION_FOREST
+from orchestration import watermark
 from orchestration.detection import baselines, frames, models, verdicts
+from orchestration.detection import incidents as incident_store
 from orchestration.partitions import day_start
 
 # Child sessions of a day's last sessions may start just after midnight.
@@ -35,9 +37,9 @@ class DetectionSummary:
     judged_sessions: int = 0
     new_anomalies: Counter = field(default_factory=Counter)
     new_regressions: Counter = field(default_factory=Counter)
-    new_alerts: int = 0
     baselines_created: list[str] = field(default_factory=list)
     models_trained: list[str] = field(default_factory=list)
+    incidents: incident_store.GroupingSummary = field(default_factory=incident_store.GroupingSummary)
 
     def as_metadata(self) -> dict[str, object]:
         return {
@@ -47,7 +49,10 @@ class DetectionSummary:
             "new_anomalies_by_type": dict(sorted(self.new_anomalies.items())),
             "new_regressions": sum(self.new_regressions.values()),
             "new_regressions_by_severity": dict(sorted(self.new_regressions.items())),
-            "new_alerts": self.new_alerts,
+            "incidents_opened": self.incidents.incidents_opened,
+            "incidents_resolved": self.incidents.incidents_resolved,
+            "incident_events": self.incidents.events,
+            "new_alerts": self.incidents.alerts,
             "baselines_created": ", ".join(self.baselines_created) or "none",
             "models_trained": len(self.models_trained),
         }
@@ -62,21 +67,38 @@ class Built:
     upto: int
 
 
+def judge_new(conn: psycopg.Connection, days: list[date], log=None,
+              alert_min_severity: str = "critical") -> DetectionSummary:
+    """Judge every session the marts wrote since detection's own watermark (they started on
+    ``days``), group the verdicts into incidents, and move the watermark: what a run for new
+    sessions does, and the live path. A failure before the end leaves it all to the next."""
+    built = Built(after=watermark.judged(conn), upto=watermark.of_marts(conn))
+    summary = detect_days(conn, days, built=built, log=log, alert_min_severity=alert_min_severity)
+    watermark.set_judged(conn, built.upto)
+    return summary
+
+
 def detect_days(conn: psycopg.Connection, days: list[date], built: Built | None = None,
-                log=None) -> DetectionSummary:
-    """Judge the sessions that started on ``days``: all of them, or only those ``built``."""
+                log=None, alert_min_severity: str = "critical") -> DetectionSummary:
+    """Judge the sessions that started on ``days`` (all of them, or only those ``built``), then
+    group the project's new verdicts into incidents."""
     summary = DetectionSummary(days=[d.isoformat() for d in days])
     if not days or not frames.marts_ready(conn):
         return summary
     first, last = day_start(min(days)), day_start(max(days)) + timedelta(days=1)
     after, upto = (built.after, built.upto) if built else (None, None)
-    for project_id in frames.projects_with_sessions(conn, first, last, after, upto):
+    judged = frames.projects_with_sessions(conn, first, last, after, upto)
+    for project_id in judged:
         frame = frames.session_frame(conn, project_id, first - anomaly.HISTORY, last + CHILD_SLACK)
         built_ids = frames.built_between(conn, project_id, first, last, after, upto) if built else None
         _ensure_auto_baselines(conn, project_id, frame, last, summary)
         active = baselines.active(conn, project_id)
         for day in sorted(days):
             _detect_day(conn, project_id, frame, day, active, built_ids, summary)
+    # Every project with something new for grouping: judged now, or left by a failed run.
+    marts_watermark = upto if upto is not None else watermark.of_marts(conn)
+    for project_id in sorted(set(judged) | set(incident_store.projects_waiting(conn))):
+        incident_store.group_project(conn, project_id, marts_watermark, alert_min_severity, summary.incidents)
     if log is not None:
         log(f"detection: {summary.as_metadata()}")
     return summary
@@ -132,9 +154,7 @@ def _detect_day(conn: psycopg.Connection, project_id: str, frame: pl.DataFrame, 
     found = [v.select(VERDICT_COLUMNS) for v in found if not v.is_empty()]
     if found:
         anomalies = pl.concat(found, how="vertical").join(started, on="session_id")
-        new, alerts = verdicts.write(conn, verdicts.ANOMALIES, project_id, anomalies)
-        summary.new_alerts += alerts
-        summary.new_anomalies.update(new)
+        summary.new_anomalies.update(verdicts.write(conn, verdicts.ANOMALIES, project_id, anomalies))
 
     # Regressions against the active baseline, for sessions after its window.
     for agent, base in sorted(active.items()):
@@ -146,6 +166,4 @@ def _detect_day(conn: psycopg.Connection, project_id: str, frame: pl.DataFrame, 
             continue
         regressed = regressed.join(started, on="session_id").with_columns(
             pl.lit(str(base.baseline_id)).alias("baseline_id"))
-        new, alerts = verdicts.write(conn, verdicts.REGRESSIONS, project_id, regressed)
-        summary.new_alerts += alerts
-        summary.new_regressions.update(new)
+        summary.new_regressions.update(verdicts.write(conn, verdicts.REGRESSIONS, project_id, regressed))

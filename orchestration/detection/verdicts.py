@@ -1,9 +1,6 @@
-"""Verdicts written exactly once, each new critical one with its alert outbox row.
-
-Verdicts are written with COPY into a temporary table, then ``INSERT ... ON CONFLICT
-DO NOTHING`` on their natural keys, so re-running a day adds nothing; a critical
-verdict's alert is created by the same statement, only for verdicts that are new, which
-is what makes each alert exist exactly once.
+"""Verdicts written exactly once: COPY into a temporary table, then ``INSERT ... ON CONFLICT
+DO NOTHING`` on their natural keys, so re-running a day adds nothing. New verdicts wait for
+grouping into incidents (``grouped_at`` null); alerts are per incident event (incidents.py).
 """
 
 from __future__ import annotations
@@ -23,59 +20,46 @@ def _copy_rows(conn: psycopg.Connection, table: str, columns: list[str], rows: l
 @dataclass(frozen=True)
 class VerdictTable:
     table: str
-    source: str  # alerts.source
-    id_column: str
     columns: dict[str, str]  # column -> type in the staging table
     key: str  # the natural key new verdicts are told apart by
     count_by: str  # what the returned counts are keyed by
 
 
 ANOMALIES = VerdictTable(
-    "anomalies", "anomaly", "anomaly_id",
+    "anomalies",
     {"session_id": "uuid", "agent_name": "text", "session_started_at": "timestamptz", "anomaly_type": "text",
      "severity": "text", "score": "double precision", "explanation": "text", "details": "jsonb",
      "model_version": "text"},
     "project_id, session_id, anomaly_type", "anomaly_type")
 REGRESSIONS = VerdictTable(
-    "regressions", "regression", "regression_id",
+    "regressions",
     {"session_id": "uuid", "agent_name": "text", "session_started_at": "timestamptz", "baseline_id": "uuid",
      "severity": "text", "score": "double precision", "explanation": "text", "differences": "jsonb"},
     "project_id, session_id, baseline_id", "severity")
 
 
-def write(conn: psycopg.Connection, kind: VerdictTable, project_id: str, verdicts: pl.DataFrame) -> tuple[dict, int]:
-    """Insert the verdicts that are new, and an alert for each new critical one;
-    returns ({kind.count_by value: new verdicts}, new alerts)."""
+def write(conn: psycopg.Connection, kind: VerdictTable, project_id: str, verdicts: pl.DataFrame) -> dict:
+    """Insert the verdicts that are new; returns {kind.count_by value: new verdicts}."""
     if verdicts.is_empty():
-        return {}, 0
+        return {}
     columns = list(kind.columns)
     staging = f"{kind.table}_batch"
     with conn.transaction():
         conn.execute(f"create temporary table {staging} ("
                      + ", ".join(f"{name} {type_}" for name, type_ in kind.columns.items()) + ") on commit drop")
         _copy_rows(conn, staging, columns, verdicts.select(columns).rows())
-        new, alerts = conn.execute(
+        [new] = conn.execute(
             f"""
             with ins as (
                 insert into {kind.table} (project_id, {', '.join(columns)})
                 select %(project)s, {', '.join(columns)} from {staging}
                 on conflict ({kind.key}) do nothing
                 returning *
-            ),
-            alerted as (
-                -- The message is rendered when it is sent (alerts.render), from the verdict.
-                insert into alerts (project_id, source, source_id, agent_name, session_id, severity)
-                select ins.project_id, '{kind.source}', ins.{kind.id_column}, ins.agent_name, ins.session_id,
-                       ins.severity
-                from ins
-                where ins.severity = 'critical'
-                returning 1
             )
-            select (select coalesce(jsonb_object_agg({kind.count_by}, n), '{{}}')
-                    from (select {kind.count_by}, count(*) as n from ins group by {kind.count_by}) as counts),
-                   (select count(*) from alerted)
+            select coalesce(jsonb_object_agg({kind.count_by}, n), '{{}}')
+            from (select {kind.count_by}, count(*) as n from ins group by {kind.count_by}) as counts
             """,
             {"project": project_id},
         ).fetchone()
-    return new, alerts
+    return new
 

@@ -108,7 +108,7 @@ def test_a_webhook_that_refuses_pauses_delivery_until_requeued(outbox):
     webhook.status = 200  # fixed, but delivery stays paused until an operator says so
     assert deliver(outbox, webhook)["delivered"] == 0 and not webhook.received
     status = bagula(outbox, "alerts", "status")
-    assert "delivery paused" in status.stdout and "404" in status.stdout
+    assert "delivery to default paused" in status.stdout and "404" in status.stdout
 
     requeued = bagula(outbox, "alerts", "requeue")
     assert requeued.returncode == 0 and "1 failed alert(s) pending again" in requeued.stdout

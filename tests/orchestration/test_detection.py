@@ -244,18 +244,26 @@ def pipeline_process(url: str, webhook: str) -> subprocess.CompletedProcess:
 
 def test_alerts_reach_the_webhook_exactly_once_across_a_restart(platform):
     url = platform["url"]
-    # No webhook so far: every critical verdict's alert is waiting.
+    # No webhook so far: every alert is waiting. Alerts page incidents, not verdicts: one per
+    # opening or escalation at the default minimum severity (critical), none per verdict.
     expected = {r["alert_id"] for r in rows(url, "select alert_id::text from alerts where status = 'pending'")}
     assert expected
     [counts] = rows(url, """
         select (select count(*) from alerts) as alerts,
-               (select count(*) from anomalies a join alerts l on l.source_id = a.anomaly_id
-                where a.severity = 'critical') + (select count(*) from regressions r
-                join alerts l on l.source_id = r.regression_id where r.severity = 'critical') as critical_with_alert,
+               (select count(*) from alerts where source <> 'incident') as per_verdict,
+               (select count(*) from incident_events e join alerts l on l.source_id = e.event_id
+                where e.event in ('opened', 'escalated') and e.severity = 'critical') as paging_with_alert,
+               (select count(*) from incident_events
+                where event in ('opened', 'escalated') and severity = 'critical') as paging,
+               (select count(*) from incident_events e join alerts l on l.source_id = e.event_id
+                where e.event = 'resolved') as resolutions_alerted,
                (select count(*) from anomalies where severity = 'critical')
-               + (select count(*) from regressions where severity = 'critical') as critical
+               + (select count(*) from regressions where severity = 'critical') as critical_verdicts
     """)
-    assert counts["critical_with_alert"] == counts["critical"], "every critical verdict has an alert"
+    assert counts["per_verdict"] == 0
+    assert counts["paging_with_alert"] == counts["paging"] > 0
+    assert counts["alerts"] == counts["paging"] + counts["resolutions_alerted"]
+    assert counts["alerts"] < counts["critical_verdicts"], "an incident pages once for many verdicts"
 
     receiver = Receiver()
     receiver.up = False
@@ -377,6 +385,28 @@ def test_a_pinned_baseline_judges_later_sessions(platform):
     # model_change is active on the last day: its sessions differ from the pinned window.
     assert against_pin
     assert all(r["differences"] and r["explanation"] for r in against_pin)
+
+
+def test_concurrent_pins_of_one_baseline_answer_409_not_500(platform):
+    tenant = platform["tenants"]["faults-d"]
+    path = "/v1/agents/research-agent/baseline"
+    window = {"from": int((START + timedelta(days=1)).timestamp() * 1000),
+              "to": int((START + timedelta(days=2)).timestamp() * 1000)}
+    barrier = threading.Barrier(4)
+    answers: list[int] = []
+
+    def pin():
+        barrier.wait()
+        answers.append(tenant.client.put(path, json=window).status_code)
+
+    threads = [threading.Thread(target=pin) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert set(answers) <= {201, 409} and 201 in answers, answers
+    active = [b for b in tenant.client.get(path).json()["baselines"] if b["active"]]
+    assert len(active) == 1
 
 
 def test_dbt_tests_run_as_asset_checks_on_the_marts(platform):

@@ -173,6 +173,27 @@ def test_sensor_waits_while_its_previous_run_is_in_flight(setup):
     assert waiting.run_requests == [] and waiting.cursor == cursor
 
 
+def test_sensor_stands_aside_while_the_live_path_keeps_up_and_takes_over_when_it_stops(setup):
+    from orchestration.sensors import plan_run
+
+    url, tenant = setup
+    send_on(tenant, date(2026, 3, 20), 1, seed=9)
+    database = BagulaDatabase(database_url=url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        watermark.beat(conn, watermark.LIVE)
+    request, _, why = plan_run(database, 0, live_grace_s=30)
+    assert request is None and "live path keeps up" in why
+    # The live process died: once its heartbeat is older than the grace, the sensor's runs take over.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("update pipeline_watermarks set updated_at = now() - interval '31 seconds' where name = %s",
+                     (watermark.LIVE,))
+    request, _, _ = plan_run(database, 0, live_grace_s=30)
+    assert request is not None and request.tags[RANGE_START] <= "2026-03-20" <= request.tags[RANGE_END]
+    run(request, url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("delete from pipeline_watermarks where name = %s", (watermark.LIVE,))
+
+
 def test_pending_alerts_sensor_retries_only_when_a_webhook_is_set_and_alerts_wait(setup, monkeypatch):
     from orchestration.settings import get_orchestration_settings
 

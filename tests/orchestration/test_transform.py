@@ -278,9 +278,12 @@ def test_docs_generate_describes_every_mart_column(warehouse):
     catalog = json.loads((target / "catalog.json").read_text())
     manifest = json.loads((target / "manifest.json").read_text())
     marts = [n for n in manifest["nodes"].values() if n["resource_type"] == "model" and n["schema"] == "marts"]
-    # The incremental marts, the views over detection's verdicts and the frame detection judges.
+    # The incremental marts, the views over detection's verdicts and the frame detection judges;
+    # the session detail models, the search index and the projects' names.
     assert {n["name"] for n in marts} == {*MARTS, "fct_anomalies", "fct_regressions", "fct_verdicts",
-                                          "detection_sessions"}
+                                          "detection_sessions", "fct_session_details", "fct_turn_details",
+                                          "fct_call_details", "fct_session_links", "session_timeline",
+                                          "session_search", "dim_projects", "fct_incidents"}
     for node in marts:
         assert node["description"], node["name"]
         columns = catalog["nodes"][node["unique_id"]]["columns"]

@@ -1,21 +1,30 @@
-"""Superset over the marts: kept as code, imported idempotently, every chart answering, checked in Chromium.
+"""Superset over the marts: kept as code, imported idempotently, every chart answering, checked in Chromium;
+a session opened from a table and found by a phrase; each project's users seeing their project only.
 
 One Superset for the module: `bagula superset init` on a new database (before the marts
-exist, as `bagula run` does on a fresh install), then `bagula simulate` and `bagula pipeline run` (marts and real verdicts)
-fill it, then Superset serves it. Needs .venv-superset and Debian's chromium
+exist, as `bagula run` does on a fresh install), then `bagula simulate` (project superset-demo)
+and a second project made with `bagula keys create` (whose sessions include one with PHRASE in
+a tool result), `bagula superset sync-projects` and `bagula pipeline run` (marts and real
+verdicts) fill it, then Superset serves it. Needs .venv-superset and Debian's chromium
 (scripts/ensure-superset.sh --browser, which scripts/test.sh runs).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import re
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import psycopg
@@ -36,25 +45,40 @@ from bagula.superset import (
 from ingest_api import db
 from ingest_api.store import keys
 from orchestration.dbt import transform
+from simulator.samples import make_batch
 from tests.support.services import ApiServer
 from tests.support.superset import (
     ARTIFACTS,
+    OTHER_AGENT,
+    OTHER_PROJECT,
+    PHRASE,
     RESOLVE_SOME_SQL,
     SupersetSite,
     assets,
     chart_uuid,
     dashboard_charts,
+    dashboard_url,
     metadata_snapshot,
     pg_rows,
     run_cli,
+    session_detail_url,
     shown_admin_password,
 )
 
-pytestmark = pytest.mark.timeout(290)
+# The first test carries the setup: init, simulate, pipeline run, Superset start (minutes on a busy machine).
+pytestmark = pytest.mark.timeout(2400)
 
 
-def fill_with_simulated_traffic(database_url: str, tmp_dir) -> None:
-    api = ApiServer(database_url).start()
+def other_project_sessions(now_ms: int) -> list[dict]:
+    """The second project's sessions (its own agent), one with PHRASE in a tool result."""
+    sessions = make_batch(random.Random(4), 12, start_ms=now_ms - 6 * 3_600_000, turns=2, agent_name=OTHER_AGENT)
+    sessions[5]["turns"][1]["agentResponse"]["toolCalls"][0].update(
+        result={"note": PHRASE, "order": "ORD48213"}, error=None)
+    return sessions
+
+
+def fill_with_simulated_traffic(database_url: str, data_dir, tmp_dir) -> dict[str, str]:
+    api = ApiServer(database_url, BAGULA_API_WORKERS="1").start()  # one process: starts fastest
     try:
         with psycopg.connect(database_url) as conn:
             key = keys.create_key(conn, "superset-demo").secret
@@ -62,18 +86,30 @@ def fill_with_simulated_traffic(database_url: str, tmp_dir) -> None:
             [sys.executable, "-m", "bagula", "simulate", "--days", "2", "--seed", "1", "--api-key", key,
              "--endpoint", api.base_url, "--no-progress", "--inject", "cost_spike@50%", "--inject", "skill_bloat@70%",
              "--ground-truth", str(tmp_dir / "truth.jsonl")],
-            capture_output=True, text=True, timeout=280,
+            capture_output=True, text=True, timeout=1500,  # two days of traffic: 7-15 min on a loaded machine
         )
         assert simulate.returncode == 0, simulate.stderr[-3000:]
+        # A project made as an operator makes one: its Superset role comes with it.
+        created = run_cli(["keys", "create", "--project", OTHER_PROJECT], database_url, data_dir)
+        assert created.returncode == 0, created.stderr[-3000:]
+        other = other_project_sessions(int(time.time() * 1000))
+        sent = httpx.post(f"{api.base_url}/v1/sessions/ingest", json={"sessions": other}, timeout=60,
+                          headers={"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"})
+        assert sent.status_code == 200, sent.text
     finally:
         api.stop()
+    # The first project was made without the command: the sync gives it its role.
+    synced = run_cli(["superset", "sync-projects"], database_url, data_dir)
+    assert synced.returncode == 0, synced.stderr[-3000:]
     # The marts and real verdicts, as the platform's sensor would make them.
     pipeline = subprocess.run([sys.executable, "-m", "bagula", "pipeline", "run"],
                               env={**os.environ, "BAGULA_DATABASE_URL": database_url},
-                              capture_output=True, text=True, timeout=280)
+                              capture_output=True, text=True, timeout=600)
     assert pipeline.returncode == 0, pipeline.stderr[-3000:]
     with psycopg.connect(database_url) as conn:
         conn.execute(RESOLVE_SOME_SQL)
+    return {"keys_create_output": created.stderr, "sync_projects_output": synced.stdout,
+            "needle_id": other[5]["sessionId"]}
 
 
 def wait_until_serving(base_url: str, process: subprocess.Popen, log_path) -> None:
@@ -102,7 +138,7 @@ def site(pg, tmp_path_factory) -> Iterator[SupersetSite]:
     admin_password = shown_admin_password(first.stdout)
     assert admin_password, first.stdout
 
-    fill_with_simulated_traffic(database_url, tmp_path_factory.mktemp("simulate"))
+    filled = fill_with_simulated_traffic(database_url, data_dir, tmp_path_factory.mktemp("simulate"))
 
     port = free_port()
     superset = Superset.of(PlatformSettings(data_dir=data_dir), SupersetSettings())
@@ -113,7 +149,7 @@ def site(pg, tmp_path_factory) -> Iterator[SupersetSite]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(base_url, server, log_path)
-        yield SupersetSite(database_url, data_dir, base_url, "admin", admin_password, first.stdout, superset)
+        yield SupersetSite(database_url, data_dir, base_url, "admin", admin_password, first.stdout, superset, **filled)
     finally:
         server.terminate()
         try:
@@ -155,21 +191,50 @@ def test_every_asset_in_the_repository_is_imported(site):
         assert listed("dataset") == {d["uuid"] for d in assets("datasets").values()}
         assert listed("dashboard") == {d["uuid"] for d in assets("dashboards").values()}
     titles = {d["dashboard_title"] for d in assets("dashboards").values()}
-    assert titles == {"Agent overview", "Cost tracking", "Tool usage", "Regressions and anomalies", "Session explorer"}
+    assert titles == {"Agent overview", "Cost tracking", "Tool usage", "Regressions and anomalies", "Session explorer",
+                      "Session detail", "Incidents"}
+
+
+def detail_charts() -> set[str]:
+    """The Session detail dashboard's charts: they show one session, chosen by its filter."""
+    return dashboard_charts(next(d for d in assets("dashboards").values() if d["slug"] == "session-detail"))
+
+
+def chart_data(client, chart_id: int, session_id: str | None = None) -> list[dict]:
+    """A chart's queries' results, as a dashboard asks for them (with its Session filter set)."""
+    if session_id is None:
+        answer = client.get(f"/api/v1/chart/{chart_id}/data/")
+    else:
+        context = json.loads(client.get(f"/api/v1/chart/{chart_id}").json()["result"]["query_context"])
+        chosen = {"col": "session_id", "op": "IN", "val": [session_id]}
+        context["form_data"]["extra_form_data"] = {"filters": [chosen]}
+        for query in context["queries"]:
+            query["filters"].append(chosen)
+        answer = client.post("/api/v1/chart/data", json=context)
+    assert answer.status_code == 200, (chart_id, answer.text[:500])
+    return answer.json()["result"]
 
 
 def test_every_chart_returns_rows_without_error(site):
+    # The detail charts show a session chosen: one with a verdict, one with a parent.
+    (judged,), = pg_rows(site.database_url, "select session_id::text from anomalies order by anomaly_id limit 1")
+    (child,), = pg_rows(site.database_url, "select session_id::text from agent_sessions "
+                                           "where parent_session_id is not null order by session_id limit 1")
+    chosen = {name: judged for name in detail_charts()} | {"Related sessions": child}
     with site.api() as client:
         charts = client.get("/api/v1/chart/", params={"q": "(page_size:100,columns:!(id,uuid,slice_name))"})
         charts.raise_for_status()
         results = {}
         for chart in charts.json()["result"]:
-            answer = client.get(f"/api/v1/chart/{chart['id']}/data/")
-            assert answer.status_code == 200, (chart["slice_name"], answer.text[:500])
-            for query in answer.json()["result"]:
+            answer = chart_data(client, chart["id"], chosen.get(chart["slice_name"]))
+            for query in answer:
                 assert query["status"] == "success" and not query["error"], (chart["slice_name"], query["error"])
                 assert query["rowcount"] > 0, f"{chart['slice_name']}: no rows\n{query['query']}"
-            results[chart["uuid"]] = answer.json()["result"][0]["data"]
+            results[chart["uuid"]] = answer[0]["data"]
+        # Without a session chosen, the detail charts show nothing (rather than every session at once).
+        for chart in charts.json()["result"]:
+            if chart["slice_name"] in detail_charts():
+                assert [q["rowcount"] for q in chart_data(client, chart["id"])] == [0], chart["slice_name"]
     assert len(results) == len(assets("charts"))
 
     # A few figures against the raw tables the marts were built from.
@@ -180,6 +245,8 @@ def test_every_chart_returns_rows_without_error(site):
     assert results[chart_uuid("Sessions")] == [{"sessions": sessions}]
     assert Decimal(str(results[chart_uuid("Total cost")][0]["cost_usd"])) == pytest.approx(cost, rel=Decimal('1e-9'))
     assert results[chart_uuid("Open items")] == [{"open_items": open_items}]
+    (open_incidents,), = pg_rows(site.database_url, "select count(*) from incidents where status = 'open'")
+    assert results[chart_uuid("Open incidents")] == [{"open_incidents": open_incidents}]
     (resolved,), = pg_rows(site.database_url, "select count(*) from anomalies where resolved")
     assert open_items > 0 and resolved > 0  # resolved items are not counted
 
@@ -202,15 +269,17 @@ def test_dashboard_renders_every_chart_in_chromium(browser_reports, slug):
     assert not errors, f"charts not rendered on {slug}: {errors} (screenshot {report['screenshot']})"
     assert {c["name"] for c in report["charts"]} == dashboard_charts(dashboard)
     assert not report["failed_requests"], report["failed_requests"]
-    # The time range filter's default (the last 7 days) applies to every chart.
-    assert {c["name"]: c["applied_filters"] for c in report["charts"]} == {c["name"]: 1 for c in report["charts"]}
+    # The time range filter's default (the last 7 days) applies to every chart; Session detail
+    # has none (a session is shown whenever it started) and no session chosen here.
+    applied = 0 if slug == "session-detail" else 1
+    assert {c["name"]: c["applied_filters"] for c in report["charts"]} == {c["name"]: applied for c in report["charts"]}
     assert (ARTIFACTS / f"{slug}.png").stat().st_size > 10_000
 
 
 def test_agent_filter_narrows_every_chart_of_a_dashboard_built_on_several_marts(site):
     # Agent overview and Cost tracking read three marts each; the filter targets one of them
     # and must apply, by column name, to the charts of the others too.
-    reports = site.check_in_browser(["agent-overview", "cost-tracking"], agent="writer-agent")
+    reports = site.check_in_browser(["agent-overview", "cost-tracking"], "--agent", "writer-agent")
 
     for report in reports:
         assert report["charts"] and not report["failed_requests"]
@@ -218,12 +287,25 @@ def test_agent_filter_narrows_every_chart_of_a_dashboard_built_on_several_marts(
             assert (chart["state"], chart["applied_filters"]) == ("rendered", 2), (report["slug"], chart)
 
 
-def test_dashboards_have_agent_and_time_range_filters(site):
+def test_dashboards_have_agent_time_range_and_project_name_filters(site):
+    projects = next(d for d in assets("datasets").values() if d["table_name"] == "dim_projects")
     for dashboard in assets("dashboards").values():
         filters = dashboard["metadata"]["native_filter_configuration"]
         kinds = {(f["filterType"], (f["targets"][0].get("column") or {}).get("name")) for f in filters}
+        if dashboard["slug"] == "session-detail":
+            [session] = filters  # one session, always: a required single choice
+            assert (session["id"], session["targets"][0]["column"]["name"]) == (
+                "NATIVE_FILTER-session-detail-session", "session_id")
+            assert session["controlValues"]["enableEmptyFilter"] and not session["controlValues"]["multiSelect"]
+            continue
         assert ("filter_time", None) in kinds, dashboard["slug"]
         assert ("filter_select", "agent_name") in kinds, dashboard["slug"]
+        # Projects by name: the filter lists dim_projects' names and applies to every chart by
+        # column name (every dataset has project_name).
+        [project] = [f for f in filters if f["id"].endswith("-project")]
+        assert project["targets"] == [{"column": {"name": "project_name"}, "datasetUuid": projects["uuid"]}]
+    for dataset in assets("datasets").values():
+        assert {"project_id", "project_name"} <= {c["column_name"] for c in dataset["columns"]}, dataset["table_name"]
 
 
 def test_reader_role_reads_the_marts_and_nothing_else(site):
@@ -296,3 +378,207 @@ def test_superset_refuses_to_start_without_its_secrets(site, tmp_path):
     # A metadata database of one's own comes with its key: no key is made up for it.
     with pytest.raises(SupersetError, match="BAGULA_SUPERSET_SECRET_KEY"):
         secret_key(Superset(SupersetSettings(metadata_db_url="postgresql://x@db/superset"), tmp_path))
+
+
+# --- sessions: from a table to one session, by a phrase; per-project access ----------------
+
+
+def test_every_project_gets_a_role_that_sees_only_its_rows_in_every_dataset(site):
+    projects = dict(pg_rows(site.database_url, "select name, project_id::text from projects"))
+    with sqlite3.connect(site.metadata_db) as conn:
+        datasets = {i for (i,) in conn.execute("select id from tables")}
+        filters = conn.execute(
+            "select f.name, f.clause, f.filter_type, f.group_key, r.name, "
+            "(select group_concat(t.table_id) from rls_filter_tables t where t.rls_filter_id = f.id) "
+            "from row_level_security_filters f join rls_filter_roles fr on fr.rls_filter_id = f.id "
+            "join ab_role r on r.id = fr.role_id").fetchall()
+
+    assert set(projects) == {"superset-demo", OTHER_PROJECT}
+    by_role = {role: (name, clause, kind, group, {int(t) for t in tables.split(",")})
+               for name, clause, kind, group, role, tables in filters}
+    assert set(by_role) == {f"Project {name}" for name in projects}
+    for name, project_id in projects.items():
+        assert by_role[f"Project {name}"] == (f"bagula project {project_id}", f"project_id = '{project_id}'",
+                                              "Regular", "project_id", datasets)
+    # The new project got its role from `bagula keys create`; the other from sync-projects.
+    assert f"'Project {OTHER_PROJECT}'" in site.keys_create_output
+    assert "'Project superset-demo'" in site.sync_projects_output
+
+
+@pytest.fixture(scope="module")
+def project_viewer(site) -> tuple[str, str]:
+    """A user granted the first project only."""
+    username, password = "demo-viewer", "viewer-" + uuid.uuid4().hex[:12]
+    site.create_user(username, "Project superset-demo", password)
+    return username, password
+
+
+def test_a_project_user_reads_only_their_project_in_every_chart(site, project_viewer):
+    (mine,), = pg_rows(site.database_url, "select s.session_id::text from agent_sessions s join projects p "
+                                          "using (project_id) where p.name = 'superset-demo' and s.parent_session_id "
+                                          "is not null order by 1 limit 1")
+    every = [OTHER_AGENT, OTHER_PROJECT, site.needle_id]
+    with site.api() as admin:
+        charts = admin.get("/api/v1/chart/", params={"q": "(page_size:100,columns:!(id,slice_name))"}).json()["result"]
+        agents = next(c for c in charts if c["slice_name"] == "Agents")
+        # The admin sees the other project (so the check below can fail).
+        assert OTHER_AGENT in json.dumps(chart_data(admin, agents["id"]))
+        theirs = next(c for c in charts if c["slice_name"] == "Timeline")
+        assert PHRASE in json.dumps(chart_data(admin, theirs["id"], site.needle_id))
+
+    with site.api(*project_viewer) as viewer:
+        seen = {}
+        for chart in charts:
+            answer = json.dumps(chart_data(viewer, chart["id"], mine if chart["slice_name"] in detail_charts() else None))
+            seen[chart["slice_name"]] = [word for word in every if word in answer]
+            assert '"status": "success"' in answer, (chart["slice_name"], answer[:500])
+        # Even asked for the other project's session by id, the detail shows nothing of it.
+        other_detail = json.dumps(chart_data(viewer, theirs["id"], site.needle_id))
+    assert seen == {chart["slice_name"]: [] for chart in charts}
+    assert PHRASE not in other_detail and '"rowcount": 0' in other_detail
+
+
+def test_a_project_user_sees_no_other_project_on_any_dashboard_in_chromium(site, project_viewer):
+    username, password = project_viewer
+    slugs = [d["slug"] for d in assets("dashboards").values()]
+
+    reports = site.check_in_browser(slugs, "--user", username, "--forbid", OTHER_AGENT, "--forbid", OTHER_PROJECT,
+                                    "--forbid", "superset-demo", password=password)
+
+    assert [r["slug"] for r in reports] == slugs
+    for report in reports:
+        assert all(c["state"] == "rendered" for c in report["charts"]), report
+        assert not report["failed_requests"] and report["chart_answers"] > 0, report
+        # Their own project's name reaches them (the check sees what the charts receive) ...
+        assert report["slug"] == "session-detail" or {"word": "superset-demo", "where": "chart data"} in \
+            report["forbidden_seen"], report
+        # ... and nothing of the other project does.
+        assert {s["word"] for s in report["forbidden_seen"]} <= {"superset-demo"}, report
+        assert (ARTIFACTS / f"{report['slug']}--as-{username}.png").exists()
+
+
+@pytest.fixture(scope="module")
+def incidents(site) -> list[dict]:
+    """The incidents the Incidents dashboard shows by default (active in the last 7 days), in the order
+    it must show them (open first, then pending, then resolved; the worst, then the latest first),
+    computed here from the incidents table."""
+    with psycopg.connect(site.database_url) as conn:
+        cur = conn.execute("""
+            select agent_name, kind, status, summary, example_session_ids[1]::text as example, first_seen, last_seen
+            from incidents
+            where status <> 'discarded' and last_seen >= now() - interval '7 days'
+            order by status = 'open' desc, status = 'pending' desc,
+                     array_position(array['minor', 'major', 'critical'], peak_severity::text) desc, last_seen desc""")
+        names = [c.name for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def incident_hours(incident: dict) -> tuple[datetime, datetime]:
+    """The hours an incident's links show: from its first session's hour to the end of its latest's."""
+    return (incident["first_seen"].replace(minute=0, second=0, microsecond=0),
+            incident["last_seen"].replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
+
+
+@pytest.fixture(scope="module")
+def journeys(site, incidents) -> dict[str, dict]:
+    """What an engineer clicks through, in one browser session: explorer -> session; a phrase ->
+    session; an alert's URL -> session; incident -> session, incident -> its agent's verdicts ->
+    session; an incident alert's URL -> the incident."""
+    detail_url = session_detail_url(site.base_url, site.needle_id)
+    since, until = incident_hours(incidents[0])
+    incidents_url = dashboard_url(site.base_url, "incidents", agent=incidents[0]["agent_name"], since=since, until=until)
+    steps = site.check_in_browser([], "--journey", f'"{PHRASE}"', "--detail-url", detail_url, "--incidents",
+                                  "--incidents-url", incidents_url)
+    return {step["step"]: step for step in steps}
+
+
+def test_from_the_explorer_to_a_session_and_to_a_session_by_a_phrase_in_chromium(site, journeys):
+    link, search, url = journeys["link"], journeys["search"], journeys["url"]
+
+    # Click a session id in Recent sessions: its detail, every chart rendered, shows its turns,
+    # every LLM call's model and every tool call's name and result (or error).
+    assert link["title"] == "Session detail" and all(c["state"] == "rendered" for c in link["charts"])
+    opened = link["session_id"]
+    (newest,), = pg_rows(site.database_url, "select session_id::text from agent_sessions "
+                                            "order by start_time desc, session_id desc limit 1")
+    assert opened == newest  # the explorer lists the newest session first
+    # Each tool call's name, and the first words of its result (or its error).
+    calls = pg_rows(site.database_url, """
+        select tool_name, coalesce((select leaf #>> '{}' from jsonb_path_query(result, 'strict $.**') as leaf
+                                    where jsonb_typeof(leaf) = 'string' limit 1), error)
+        from tool_calls where session_id = %s""", (opened,))
+    models = pg_rows(site.database_url, "select model from llm_calls where session_id = %s", (opened,))
+    (turns,), = pg_rows(site.database_url, "select count(*) from session_turns where session_id = %s", (opened,))
+    timeline = link["texts"]["Timeline"]
+    assert models and all(model in timeline for (model,) in models)
+    for tool, output in calls:
+        assert tool in timeline and output and output[:40] in timeline
+    assert opened in link["texts"]["Session"]
+    assert len(re.findall(r"^\d+\t20\d\d-", link["texts"]["Turns"], re.M)) == turns
+
+    # Search for a phrase of one session's tool result: it comes first, and opens with it.
+    assert search["result_rows"][0].split("\t")[-2] == site.needle_id == search["session_id"]
+    assert OTHER_AGENT in search["result_rows"][0]
+    assert PHRASE in search["texts"]["Timeline"]
+    assert (ARTIFACTS / "session-explorer--search.png").exists() and (ARTIFACTS / "session-detail--search.png").exists()
+
+    # The URL alerts build (docs/superset.md) opens the same session.
+    assert site.needle_id in url["texts"]["Session"] and OTHER_AGENT in url["texts"]["Session"]
+    assert PHRASE in url["texts"]["Timeline"]
+
+
+def test_from_an_incident_to_its_session_and_its_agents_verdicts_in_chromium(site, incidents, journeys):
+    incident_page, verdicts, verdict_session = (journeys[s] for s in (
+        "incident-session", "incident-verdicts", "verdict-session"))
+    assert incidents and incidents[0]["status"] == "open", incidents[:3]  # the simulated faults opened incidents
+    first = incidents[0]
+    since, until = incident_hours(first)
+
+    # Open incidents first, the worst and latest first, as computed from the incidents table.
+    rows = incident_page["incident_rows"]
+    assert [r.split("\t")[0] for r in rows] == [i["status"] for i in incidents][:25]  # the first page
+    assert first["agent_name"] in rows[0] and first["summary"] in rows[0], rows[0]
+    assert all(c["state"] == "rendered" for c in incident_page["incident_charts"])
+    assert (ARTIFACTS / "incidents--journey.png").exists()
+
+    # Its example session: the Session detail with it chosen (the link docs/superset.md gives).
+    assert incident_page["session_id"] == first["example"] and incident_page["title"] == "Session detail"
+    assert unquote(incident_page["href"]) == unquote(session_detail_url(site.base_url, first["example"]))
+    assert all(c["state"] == "rendered" for c in incident_page["charts"])
+    assert first["example"] in incident_page["texts"]["Session"]
+
+    # Its agent: Regressions and anomalies filtered on it and the incident's hours (both filters
+    # applied to every chart), the open verdicts of those hours listed, newest first.
+    assert verdicts["agent"] == first["agent_name"] and verdicts["title"] == "Regressions and anomalies"
+    assert unquote(verdicts["href"]) == unquote(dashboard_url(
+        site.base_url, "regressions-and-anomalies", agent=first["agent_name"], since=since, until=until))
+    assert all((c["state"], c["applied_filters"]) == ("rendered", 2) for c in verdicts["charts"]), verdicts["charts"]
+    listed = pg_rows(site.database_url, """
+        select session_id::text from (
+            select session_id, session_started_at from anomalies where not resolved and agent_name = %(agent)s
+            union all
+            select session_id, session_started_at from regressions where not resolved and agent_name = %(agent)s) v
+        where session_started_at >= %(since)s and session_started_at < %(until)s
+        order by session_started_at desc""", {"agent": first["agent_name"], "since": since, "until": until})
+    assert listed and len(verdicts["verdict_rows"]) == min(len(listed), 25)
+    assert all(first["agent_name"] in row for row in verdicts["verdict_rows"])
+
+    # A session id of the verdict list opens its Session detail.
+    assert verdict_session["session_id"] == listed[0][0] and verdict_session["title"] == "Session detail"
+    assert listed[0][0] in verdict_session["texts"]["Session"]
+    assert unquote(verdict_session["href"]) == unquote(session_detail_url(site.base_url, listed[0][0]))
+
+
+def test_an_incident_alerts_link_opens_the_incidents_of_its_agent_and_hours_in_chromium(site, incidents, journeys):
+    first = incidents[0]
+    since, until = incident_hours(first)
+    shown = journeys["incidents-url"]
+
+    assert shown["title"] == "Incidents"
+    assert all((c["state"], c["applied_filters"]) == ("rendered", 2) for c in shown["charts"]), shown["charts"]
+    # This agent's incidents active in those hours, the alerted one among them.
+    expected = [i for i in incidents if i["agent_name"] == first["agent_name"] and i["last_seen"] >= since
+                and i["last_seen"] < until]
+    assert len(shown["incident_rows"]) == len(expected)
+    assert any(first["summary"] in row for row in shown["incident_rows"])
+    assert all(first["agent_name"] in row for row in shown["incident_rows"])

@@ -40,7 +40,10 @@ def remove_cluster(cluster: LocalPostgres) -> None:
 # Test data is dated (2025-2026) and must stay valid whatever the date the suite runs on: test
 # servers accept sessions up to a century old unless a test sets the window itself.
 # Servers started by tests serve no metrics port (they would all want 9464) unless a test asks.
-TEST_ENV = {"BAGULA_MAX_SESSION_AGE_DAYS": "36500", "BAGULA_METRICS_PORT": "0"}
+# Likewise retention (applied by the live path that `bagula run` starts) keeps a century.
+TEST_ENV = {"BAGULA_MAX_SESSION_AGE_DAYS": "36500", "BAGULA_METRICS_PORT": "0",
+            "BAGULA_RETENTION_RAW_DAYS": "36500", "BAGULA_RETENTION_MARTS_DAYS": "36500",
+            "BAGULA_RETENTION_VERDICTS_DAYS": "36500"}
 
 
 class ApiServer:
@@ -59,7 +62,8 @@ class ApiServer:
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() takes its workers too
         )
-        deadline = time.monotonic() + 30
+        # Workers import FastAPI, pydantic and psycopg: seconds, more on a busy machine.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("API exited: " + Path(self.log.name).read_text())

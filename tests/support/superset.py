@@ -11,13 +11,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import psycopg
 import yaml
 
-from bagula.superset import ASSETS_DIR, SUPERSET_DIR, Superset, superset_python
+from bagula.superset import ASSETS_DIR, SUPERSET_DIR, Superset, superset_env, superset_python
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "superset"
@@ -36,7 +38,7 @@ def run_cli(args: list[str], database_url: str, data_dir: Path, **env: str) -> s
     return subprocess.run(
         [sys.executable, "-m", "bagula", *args],
         env={**base, "BAGULA_DATABASE_URL": database_url, "BAGULA_DATA_DIR": str(data_dir), **env},
-        capture_output=True, text=True, timeout=280,
+        capture_output=True, text=True, timeout=600,
     )
 
 
@@ -62,12 +64,49 @@ def dashboard_charts(dashboard: dict) -> set[str]:
 def metadata_snapshot(sqlite_path: Path) -> dict[str, list]:
     """Every row of the tables that hold users, roles, connections and assets."""
     tables = ["ab_user", "ab_role", "ab_user_role", "ab_permission_view_role", "dbs", "tables", "table_columns",
-              "sql_metrics", "slices", "dashboards", "dashboard_slices", "dashboard_user", "slice_user"]
+              "sql_metrics", "slices", "dashboards", "dashboard_slices", "dashboard_user", "slice_user",
+              "row_level_security_filters", "rls_filter_roles", "rls_filter_tables"]
     with sqlite3.connect(sqlite_path) as conn:
         return {table: sorted(map(repr, conn.execute(f"select * from {table}"))) for table in tables}
 
 
-def pg_rows(url: str, query: str, params: tuple = ()) -> list[tuple]:
+DETAIL_FILTER = "NATIVE_FILTER-session-detail-session"
+# What one session's tool result says, and nothing else does: search finds it.
+PHRASE = "the replacement shipped on pallet 7 to the Lisbon depot"
+# The second project and its agent: users of the first must never see them.
+OTHER_PROJECT, OTHER_AGENT = "acme-billing", "billing-reconciler"
+
+
+def session_detail_url(superset_base_url: str, session_id: str) -> str:
+    """The Session detail dashboard with one session chosen, built as docs/superset.md says."""
+    rison = (f"({DETAIL_FILTER}:(extraFormData:(filters:!((col:session_id,op:IN,val:!('{session_id}')))),"
+             f"filterState:(value:!('{session_id}')),id:{DETAIL_FILTER}))")
+    return f"{superset_base_url.rstrip('/')}/superset/dashboard/session-detail/?native_filters={quote(rison, safe='')}"
+
+
+def rison_text(text: str) -> str:
+    """A Rison string: quoted, ! and ' escaped with !."""
+    return "'" + text.replace("!", "!!").replace("'", "!'") + "'"
+
+
+def dashboard_url(superset_base_url: str, slug: str, *, agent: str | None = None, since: datetime | None = None,
+                  until: datetime | None = None) -> str:
+    """A dashboard with its Agent filter and Time range set, built as docs/superset.md says."""
+    filters = []
+    if agent is not None:
+        filter_id, value = f"NATIVE_FILTER-{slug}-agent", rison_text(agent)
+        filters.append(f"{filter_id}:(extraFormData:(filters:!((col:agent_name,op:IN,val:!({value})))),"
+                       f"filterState:(value:!({value})),id:{filter_id})")
+    if since is not None and until is not None:
+        filter_id = f"NATIVE_FILTER-{slug}-time"
+        value = rison_text(f"{since.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%S} : "
+                           f"{until.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%S}")
+        filters.append(f"{filter_id}:(extraFormData:(time_range:{value}),filterState:(value:{value}),id:{filter_id})")
+    query = "?native_filters=" + quote("(" + ",".join(filters) + ")", safe="") if filters else ""
+    return f"{superset_base_url.rstrip('/')}/superset/dashboard/{slug}/{query}"
+
+
+def pg_rows(url: str, query: str, params: tuple | dict = ()) -> list[tuple]:
     with psycopg.connect(url) as conn:
         return conn.execute(query, params).fetchall()
 
@@ -83,6 +122,12 @@ class SupersetSite:
     admin_password: str
     first_init_output: str
     superset: Superset
+    # How the projects got their Superset roles: `bagula keys create` of a new project, then
+    # `bagula superset sync-projects` (for the project made without the command).
+    keys_create_output: str = ""
+    sync_projects_output: str = ""
+    # The session whose tool result holds PHRASE (in the second project).
+    needle_id: str = ""
 
     @property
     def metadata_db(self) -> Path:
@@ -93,23 +138,38 @@ class SupersetSite:
         return (self.data_dir / "superset" / "reader-password").read_text().strip()
 
     @contextmanager
-    def api(self) -> Iterator[httpx.Client]:
-        """A client logged in through Superset's API (JWT bearer token)."""
+    def api(self, username: str | None = None, password: str | None = None) -> Iterator[httpx.Client]:
+        """A client logged in through Superset's API (JWT bearer token), as the admin or as the user given."""
         with httpx.Client(base_url=self.base_url, timeout=60) as client:
             answer = client.post("/api/v1/security/login", json={
-                "username": self.admin_username, "password": self.admin_password, "provider": "db", "refresh": True})
+                "username": username or self.admin_username, "password": password or self.admin_password,
+                "provider": "db", "refresh": True})
             answer.raise_for_status()
             client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
             yield client
 
-    def check_in_browser(self, slugs: list[str], agent: str | None = None) -> list[dict]:
-        """superset/browser_check.py in Superset's environment: one report per dashboard."""
+    def check_in_browser(self, slugs: list[str], *options: str, password: str | None = None) -> list[dict]:
+        """superset/browser_check.py in Superset's environment (options: --agent, --user with
+        ``password``, --forbid, --journey, --detail-url, --incidents, --incidents-url): one report per
+        dashboard or step."""
         result = subprocess.run(
-            [str(superset_python(self.superset)), str(SUPERSET_DIR / "browser_check.py"),
-             *(["--agent", agent] if agent else []), self.base_url, str(ARTIFACTS), *slugs],
+            [str(superset_python(self.superset)), str(SUPERSET_DIR / "browser_check.py"), *options, self.base_url,
+             str(ARTIFACTS), *slugs],
             env={**os.environ, "BAGULA_SUPERSET_ADMIN_USERNAME": self.admin_username,
-                 "BAGULA_SUPERSET_ADMIN_PASSWORD": self.admin_password},
-            capture_output=True, text=True, timeout=280,
+                 "BAGULA_SUPERSET_ADMIN_PASSWORD": self.admin_password, "BAGULA_CHECK_PASSWORD": password or ""},
+            capture_output=True, text=True, timeout=1800,  # a dozen pages; minutes each on a machine under load
         )
         assert result.returncode == 0, result.stderr[-3000:]
         return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+    def create_user(self, username: str, role: str, password: str) -> None:
+        """A Superset user with one role, as an admin makes one (`superset fab create-user`)."""
+        python = superset_python(self.superset)
+        result = subprocess.run(
+            [str(python.parent / "superset"), "fab", "create-user", "--role", role, "--username", username,
+             "--firstname", username, "--lastname", "Viewer", "--email", f"{username}@bagula.invalid",
+             "--password", password],
+            env={**os.environ, **superset_env(self.superset)}, cwd=self.superset.home,
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0 and "created" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]

@@ -38,6 +38,9 @@ aggregated as (
         sum(tokens_input) as tokens_input,
         sum(tokens_output) as tokens_output,
         sum(cost_usd) as cost_usd,
+        sum(estimated_cost_usd) as estimated_cost_usd,
+        sum(unknown_cost_calls) as unknown_cost_calls,
+        sum(unknown_cost_tokens) as unknown_cost_tokens,
         (select max(watermark) from {{ ref('agg_agent_cost_hourly') }}) as watermark
     from hours
     group by project_id, agent_name, provider, model, day_start

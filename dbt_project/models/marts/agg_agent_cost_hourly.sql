@@ -25,6 +25,10 @@ aggregated as (
         coalesce(sum(tokens_input), 0) as tokens_input,
         coalesce(sum(tokens_output), 0) as tokens_output,
         coalesce(sum(cost_usd), 0) as cost_usd,
+        coalesce(sum(estimated_cost_usd), 0) as estimated_cost_usd,
+        count(*) filter (where cost_source = 'unknown') as unknown_cost_calls,
+        coalesce(sum(coalesce(tokens_input, 0) + coalesce(tokens_output, 0)) filter (where cost_source = 'unknown'), 0)
+            as unknown_cost_tokens,
         (select max(watermark) from {{ ref('fct_sessions') }}) as watermark
     from calls
     group by project_id, agent_name, provider, model, bucket_start

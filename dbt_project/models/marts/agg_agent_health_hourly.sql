@@ -25,6 +25,8 @@ aggregated as (
         avg(confidence)::double precision as avg_confidence,
         avg(total_cost_usd)::double precision as avg_cost_usd,
         sum(total_cost_usd) as total_cost_usd,
+        coalesce(sum(estimated_cost_usd), 0) as estimated_cost_usd,
+        count(*) filter (where cost_source = 'unknown') as unknown_cost_sessions,
         (select max(watermark) from {{ ref('fct_sessions') }}) as watermark
     from sessions
     group by project_id, agent_name, bucket_start

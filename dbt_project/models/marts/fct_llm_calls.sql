@@ -18,7 +18,7 @@
 {%- set window = ingest_window() %}
 
 with llm_calls as (
-    select * from {{ ref('stg_bagula__llm_calls') }}
+    select * from {{ ref('int_llm_calls__priced') }}
     where {{ in_ingest_window(window) }}
 ),
 
@@ -43,7 +43,13 @@ joined as (
         llm_calls.tokens_input,
         llm_calls.tokens_output,
         coalesce(llm_calls.tokens_total, llm_calls.tokens_input + llm_calls.tokens_output) as tokens_total,
+        llm_calls.tokens_cache_read,
+        llm_calls.tokens_cache_write,
         llm_calls.cost_usd,
+        llm_calls.client_cost_usd,
+        llm_calls.estimated_cost_usd,
+        llm_calls.cost_source,
+        llm_calls.price_source,
         {{ call_latency_ms('llm_calls') }}::double precision as latency_ms,
         llm_calls.ingested_at,
         {{ window.upper }}::bigint as watermark

@@ -65,6 +65,13 @@ joined as (
         coalesce(llm.tokens_total, 0) as tokens_total,
         coalesce(llm.peak_tokens_input, 0) as peak_tokens_input,
         coalesce(llm.total_cost_usd, 0) as total_cost_usd,
+        coalesce(llm.estimated_cost_usd, 0) as estimated_cost_usd,
+        coalesce(llm.unknown_cost_calls, 0) as unknown_cost_calls,
+        case
+            when llm.unknown_cost_calls > 0 then 'unknown'
+            when llm.estimated_cost_calls > 0 then 'price_table'
+            else 'client'
+        end as cost_source,
         coalesce(llm.llm_latency_ms, 0)::double precision as llm_latency_ms,
         coalesce(tools.tool_latency_ms, 0)::double precision as tool_latency_ms,
         coalesce(tool_walls.tool_wall_ms, 0)::double precision as tool_wall_ms,

@@ -18,6 +18,10 @@ renamed as (
         tokens_output::bigint as tokens_output,
         tokens_total::bigint as tokens_total,
         cost_usd,
+        tokens_cache_read::bigint as tokens_cache_read,
+        tokens_cache_write::bigint as tokens_cache_write,
+        estimated_cost_usd,
+        price_source,
         latency_ms,
         ingest_txid,
         ingested_at
