@@ -11,15 +11,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import psycopg
 import yaml
 
 from bagula.superset import ASSETS_DIR, SUPERSET_DIR, Superset, superset_env, superset_python
+from orchestration.detection import links
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "superset"
@@ -70,40 +69,18 @@ def metadata_snapshot(sqlite_path: Path) -> dict[str, list]:
         return {table: sorted(map(repr, conn.execute(f"select * from {table}"))) for table in tables}
 
 
-DETAIL_FILTER = "NATIVE_FILTER-session-detail-session"
+DETAIL_FILTER = links.SESSION_DETAIL_FILTER
 # What one session's tool result says, and nothing else does: search finds it.
 PHRASE = "the replacement shipped on pallet 7 to the Lisbon depot"
 # The second project and its agent: users of the first must never see them.
 OTHER_PROJECT, OTHER_AGENT = "acme-billing", "billing-reconciler"
 
 
-def session_detail_url(superset_base_url: str, session_id: str) -> str:
-    """The Session detail dashboard with one session chosen, built as docs/superset.md says."""
-    rison = (f"({DETAIL_FILTER}:(extraFormData:(filters:!((col:session_id,op:IN,val:!('{session_id}')))),"
-             f"filterState:(value:!('{session_id}')),id:{DETAIL_FILTER}))")
-    return f"{superset_base_url.rstrip('/')}/superset/dashboard/session-detail/?native_filters={quote(rison, safe='')}"
-
-
-def rison_text(text: str) -> str:
-    """A Rison string: quoted, ! and ' escaped with !."""
-    return "'" + text.replace("!", "!!").replace("'", "!'") + "'"
-
-
-def dashboard_url(superset_base_url: str, slug: str, *, agent: str | None = None, since: datetime | None = None,
-                  until: datetime | None = None) -> str:
-    """A dashboard with its Agent filter and Time range set, built as docs/superset.md says."""
-    filters = []
-    if agent is not None:
-        filter_id, value = f"NATIVE_FILTER-{slug}-agent", rison_text(agent)
-        filters.append(f"{filter_id}:(extraFormData:(filters:!((col:agent_name,op:IN,val:!({value})))),"
-                       f"filterState:(value:!({value})),id:{filter_id})")
-    if since is not None and until is not None:
-        filter_id = f"NATIVE_FILTER-{slug}-time"
-        value = rison_text(f"{since.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%S} : "
-                           f"{until.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%S}")
-        filters.append(f"{filter_id}:(extraFormData:(time_range:{value}),filterState:(value:{value}),id:{filter_id})")
-    query = "?native_filters=" + quote("(" + ",".join(filters) + ")", safe="") if filters else ""
-    return f"{superset_base_url.rstrip('/')}/superset/dashboard/{slug}/{query}"
+# The URLs docs/superset.md documents, as alerts build them; the tests open them in a browser and
+# compare them with the links the datasets build in SQL.
+session_detail_url = links.session_detail_url
+rison_text = links.rison_text
+dashboard_url = links.dashboard_url
 
 
 def pg_rows(url: str, query: str, params: tuple | dict = ()) -> list[tuple]:
