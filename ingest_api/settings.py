@@ -62,9 +62,9 @@ class ApiSettings(BaseSettings):
     # Retention (docs/privacy.md): days kept for projects without their own setting; raw
     # payloads, marts (figures) and verdicts. Applied by `bagula retention apply`, and by the
     # live path (`bagula pipeline live`) at most every retention_every_s.
-    retention_raw_days: int = Field(default=90, gt=0)
-    retention_marts_days: int = Field(default=395, gt=0)
-    retention_verdicts_days: int = Field(default=395, gt=0)
+    retention_raw_days: int = Field(default=90, gt=0, le=36500)
+    retention_marts_days: int = Field(default=395, gt=0, le=36500)
+    retention_verdicts_days: int = Field(default=395, gt=0, le=36500)
     retention_every_s: float = Field(default=3600.0, gt=0)
 
     def require_database_url(self) -> str:

@@ -29,10 +29,14 @@ class DataPolicy(ApiModel):
     redactors: list[Redactor] = Field(description="ready redactors applied to every session and span before storage")
 
 
+# A century: longer is "forever", and the cutoff it makes must stay a valid timestamp.
+MAX_DAYS = 36500
+
+
 class DataPolicyChange(ApiModel):
-    raw_days: int | None = Field(default=None, ge=1, description="null: the platform default")
-    marts_days: int | None = Field(default=None, ge=1, description="null: the platform default")
-    verdicts_days: int | None = Field(default=None, ge=1, description="null: the platform default")
+    raw_days: int | None = Field(default=None, ge=1, le=MAX_DAYS, description="null: the platform default")
+    marts_days: int | None = Field(default=None, ge=1, le=MAX_DAYS, description="null: the platform default")
+    verdicts_days: int | None = Field(default=None, ge=1, le=MAX_DAYS, description="null: the platform default")
     redactors: list[Redactor] | None = Field(default=None, description="[] or null: none")
 
 

@@ -126,8 +126,8 @@ def _upsert_params(project_id: uuid.UUID, raw_days, marts_days, verdicts_days, r
             raise ValueError(f"unknown redactors {sorted(unknown)}; known: {', '.join(REDACTOR_NAMES)}")
         redactors = [n for n in REDACTOR_NAMES if n in redactors]
     for name, days in (("raw_days", raw_days), ("marts_days", marts_days), ("verdicts_days", verdicts_days)):
-        if days is not UNSET and days is not None and (not isinstance(days, int) or days < 1):
-            raise ValueError(f"{name} must be a whole number of days, at least 1")
+        if days is not UNSET and days is not None and (not isinstance(days, int) or not 1 <= days <= 36500):
+            raise ValueError(f"{name} must be a whole number of days, from 1 to 36500")
     return {
         "project": project_id,
         "raw_days": None if raw_days is UNSET else raw_days,

@@ -21,7 +21,7 @@ from bagula.localdb import LocalPostgres, free_port
 from ingest_api import db
 from simulator.samples import make_batch
 from tests.support.cli import bagula
-from tests.support.services import TEST_ENV, remove_cluster, wait_for
+from tests.support.services import KEEP_EVERYTHING, TEST_ENV, remove_cluster, wait_for
 
 INGEST = "/v1/sessions/ingest"
 
@@ -136,7 +136,7 @@ def test_run_starts_the_platform_on_a_project_local_database_and_stops_it(tmp_pa
     data_dir.chmod(0o755)
     port, db_port, dagster_port, superset_port = free_port(), free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "BAGULA_DATABASE_URL"}
-    env |= TEST_ENV | {"BAGULA_DATA_DIR": str(data_dir), "BAGULA_LOCAL_DB_PORT": str(db_port), "BAGULA_API_WORKERS": "1",
+    env |= TEST_ENV | KEEP_EVERYTHING | {"BAGULA_DATA_DIR": str(data_dir), "BAGULA_LOCAL_DB_PORT": str(db_port), "BAGULA_API_WORKERS": "1",
             "BAGULA_DAGSTER_PORT": str(dagster_port), "BAGULA_SUPERSET_PORT": str(superset_port)}
     base = f"http://127.0.0.1:{port}"
 

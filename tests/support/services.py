@@ -40,10 +40,10 @@ def remove_cluster(cluster: LocalPostgres) -> None:
 # Test data is dated (2025-2026) and must stay valid whatever the date the suite runs on: test
 # servers accept sessions up to a century old unless a test sets the window itself.
 # Servers started by tests serve no metrics port (they would all want 9464) unless a test asks.
-# Likewise retention (applied by the live path that `bagula run` starts) keeps a century.
-TEST_ENV = {"BAGULA_MAX_SESSION_AGE_DAYS": "36500", "BAGULA_METRICS_PORT": "0",
-            "BAGULA_RETENTION_RAW_DAYS": "36500", "BAGULA_RETENTION_MARTS_DAYS": "36500",
-            "BAGULA_RETENTION_VERDICTS_DAYS": "36500"}
+TEST_ENV = {"BAGULA_MAX_SESSION_AGE_DAYS": "36500", "BAGULA_METRICS_PORT": "0"}
+# Likewise retention, for tests that start the live path (it applies retention): a century.
+KEEP_EVERYTHING = {"BAGULA_RETENTION_RAW_DAYS": "36500", "BAGULA_RETENTION_MARTS_DAYS": "36500",
+                   "BAGULA_RETENTION_VERDICTS_DAYS": "36500"}
 
 
 class ApiServer:
