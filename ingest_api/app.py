@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from ingest_api import problems
 from ingest_api.access import Access
 from ingest_api.guard import RequestGuard
-from ingest_api.otlp.assembler import Assembler
+from ingest_api.otlp.assembler import Assembler, Exports
 from ingest_api.otlp.protocol import OtlpErrors
 from ingest_api.routes import (
     data_policy,
@@ -58,7 +58,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.pool = pool
         # OpenTelemetry spans -> sessions, in the background (docs/otlp.md).
-        assembler = Assembler(pool, settings).start() if settings.otlp_assembler else None
+        app.state.exports = Exports()
+        assembler = Assembler(pool, settings, app.state.exports).start() if settings.otlp_assembler else None
         try:
             yield
         finally:

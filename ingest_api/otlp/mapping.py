@@ -57,7 +57,10 @@ def _ms(ns: int) -> float | int:
 
 
 def _maybe_json(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("[", "{"):
+    """JSON text inside an attribute, parsed; as it is when it does not parse, or when parsing
+    would make a NUL character (PostgreSQL stores no NUL; every other value of a span was
+    checked when it landed, and orjson refuses lone surrogates and non-finite numbers)."""
+    if isinstance(value, str) and value[:1] in ("[", "{") and "\\u0000" not in value:
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:

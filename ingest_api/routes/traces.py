@@ -10,8 +10,9 @@ limits. The answer is what OTLP clients expect, in the request's encoding: 200 w
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from ingest_api import redaction
 from ingest_api.body import read_body
@@ -80,6 +81,16 @@ RESPONSES = {
 }
 
 
+async def _in_progress(request: Request) -> AsyncIterator[None]:
+    """Counts the export while it is served: this process's assembler gives way to it."""
+    exports = request.app.state.exports
+    exports.in_progress += 1
+    try:
+        yield
+    finally:
+        exports.in_progress -= 1
+
+
 def _limits(settings: ApiSettings) -> decode.SpanLimits:
     now_ns = time.time_ns()
     return decode.SpanLimits(
@@ -105,6 +116,7 @@ def _rejections(decoded: decode.Decoded) -> str:
     responses=RESPONSES,
     openapi_extra=OPENAPI_EXTRA,
     response_class=Response,
+    dependencies=[Depends(_in_progress)],
 )
 async def export_traces(request: Request, principal: IngestKey, settings: SettingsDep, pool: PoolDep) -> Response:
     encoding = protocol.media_type(request.headers.get("content-type"))

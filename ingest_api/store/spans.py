@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
+from psycopg.types.json import set_json_loads
 
 from ingest_api.otlp.decode import SPAN_COLUMNS
 from ingest_api.store.keys import Principal
@@ -198,7 +200,10 @@ SPAN_FIELDS = (
 
 async def load_spans(conn: psycopg.AsyncConnection, traces: list[PendingTrace]) -> tuple[list[dict[str, Any]], str]:
     """(the traces' new spans as dicts, the snapshot they were read in)."""
-    cur = await conn.execute(
+    cur = conn.cursor()
+    # Attributes are most of what is read: orjson parses them several times faster.
+    set_json_loads(orjson.loads, cur)
+    await cur.execute(
         LOAD_SPANS, {"projects": [t.project_id for t in traces], "traces": [t.trace_id for t in traces]}
     )
     rows = await cur.fetchall()

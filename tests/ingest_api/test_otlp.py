@@ -596,6 +596,31 @@ def test_an_attribute_of_the_wrong_type_rejects_its_span(otlp_api, tenant, datab
     ]
 
 
+def test_message_content_whose_json_would_make_a_nul_character_is_kept_as_text(otlp_api, tenant):
+    # A NUL character cannot be sent in a span (it is refused on landing), but JSON text
+    # inside an attribute can spell one as an escape; parsed, PostgreSQL could not store it.
+    messages = '[{"role": "user", "parts": [{"type": "text", "content": "a\\u0000b"}]}]'
+
+    def run(tracer):
+        with tracer.start_as_current_span(
+            "invoke_agent", attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "nul-bot"}
+        ):
+            with tracer.start_as_current_span(
+                "chat",
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.input.messages": messages,
+                },
+            ):
+                pass
+
+    assert export(tenant, export_body(recorded(run))).status_code == 200
+    [session] = sessions_of(tenant, "nul-bot", 1)
+    [call] = calls(session)
+    assert call["messages"] == messages
+
+
 def encode_spans_json(spans: list) -> bytes:
     from opentelemetry.exporter.otlp.json.common.trace_encoder import encode_spans as encode_json
 
