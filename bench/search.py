@@ -50,7 +50,7 @@ from ingest_api.store import search as search_store  # noqa: E402
 from ingest_api.store.keys import Principal  # noqa: E402
 from ingest_api.store.sessions import SessionRows, encode  # noqa: E402
 from ingest_api.wire import validate_session  # noqa: E402
-from orchestration.dbt import PROJECT_DIR, transform  # noqa: E402
+from orchestration.dbt import target_dir, transform  # noqa: E402
 from simulator.samples import make_session  # noqa: E402
 
 VOCABULARY = 20_000
@@ -414,7 +414,7 @@ def main() -> None:
             database_url, "--select", "+session_search +fct_sessions", "--exclude", "resource_type:test"
         ), "dbt failed"
         build_s = time.perf_counter() - started
-        results = json.loads((PROJECT_DIR / "target" / "run_results.json").read_text())["results"]
+        results = json.loads((target_dir() / "run_results.json").read_text())["results"]
         model_s = {r["unique_id"].rsplit(".", 1)[1]: r["execution_time"] for r in results}
         print(
             f"dbt build for {args.templates:,} sessions: {build_s:.1f} s wall (dbt's start-up included); "

@@ -31,7 +31,7 @@ from ingest_api.store import keys  # noqa: E402
 from ingest_api.store import sessions as session_store  # noqa: E402
 from ingest_api.store.keys import Principal  # noqa: E402
 from ingest_api.wire import validate_session  # noqa: E402
-from orchestration.dbt import PROJECT_DIR, build_vars, run_dbt, transform  # noqa: E402
+from orchestration.dbt import build_vars, run_dbt, target_dir, transform  # noqa: E402
 from simulator.run import generate  # noqa: E402
 
 DAY = 86_400_000
@@ -56,7 +56,7 @@ async def load(url: str, principal: Principal, sessions: list[dict]) -> None:
 
 
 def model_seconds() -> float:
-    results = json.loads((PROJECT_DIR / "target" / "run_results.json").read_text())
+    results = json.loads((target_dir() / "run_results.json").read_text())
     return sum(r["execution_time"] for r in results["results"] if r["unique_id"].startswith("model."))
 
 

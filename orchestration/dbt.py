@@ -33,6 +33,11 @@ PROJECT_DIR = _project_dir()
 PROJECT = DbtProject(project_dir=PROJECT_DIR, profiles_dir=PROJECT_DIR)
 
 
+def target_dir() -> Path:
+    """Where dbt writes what it builds (DBT_TARGET_PATH, relative to the project; else target/)."""
+    return PROJECT_DIR / os.environ.get("DBT_TARGET_PATH", "target")
+
+
 def dbt_env(database_url: str) -> dict[str, str]:
     """The variables dbt_project/profiles.yml reads, from a postgresql:// URL."""
     parts = urlsplit(database_url)

@@ -29,13 +29,12 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 
 import psycopg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from orchestration import watermark
-from orchestration.dbt import PROJECT_DIR, dbt_args, dbt_env, prepare_marts
+from orchestration.dbt import dbt_args, dbt_env, prepare_marts, target_dir
 from orchestration.detection.alerts import deliver_alerts
 from orchestration.detection.detect import DetectionSummary, judge_new
 from orchestration.sensors import next_run
@@ -67,9 +66,8 @@ class InProcessDbt:
         from dbt.cli.main import dbtRunner
 
         self.database_url = database_url
-        base = Path(os.environ.get("DBT_TARGET_PATH") or PROJECT_DIR / "target")
         # Its own target folder: Dagster's dbt processes write theirs at the same time.
-        self.target = str(base / "live")
+        self.target = str(target_dir() / "live")
         os.environ.update(dbt_env(database_url))
         parsed = dbtRunner().invoke(dbt_args("parse", "--quiet", "--target-path", self.target))
         if not parsed.success:

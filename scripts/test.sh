@@ -8,4 +8,7 @@ scripts/ensure-venv.sh dev
 scripts/ensure-superset.sh --browser
 scripts/ensure-node.sh
 scripts/ensure-deploy-checks.sh
-exec .venv/bin/python -m pytest "$@"
+# Two pytest-xdist workers: the tests wait on PostgreSQL, dbt, Superset and Chromium about half
+# the time. Each worker runs whole modules (tests/conftest.py says which go first); `-n 0` runs
+# them in one process.
+exec .venv/bin/python -m pytest -n 2 "$@"

@@ -4,6 +4,7 @@ and the verdicts are checked against the simulator's ground truth."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,11 +13,13 @@ import uuid
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from ingest_api import db
+from orchestration.dbt import PROJECT
 from simulator.faults import parse_injection
 from simulator.run import generate
 from tests.support.services import ApiServer, new_tenant
@@ -421,7 +424,10 @@ def test_dbt_tests_run_as_asset_checks_on_the_marts(platform):
     assert result.success
     evaluations = [e.asset_check_evaluation_data for e in result.all_events
                    if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert len(evaluations) >= 150  # one per data test on the models
+    manifest = json.loads(Path(PROJECT.manifest_path).read_text())
+    data_tests = [n for n in manifest["nodes"].values() if n["resource_type"] == "test"
+                  and any(d.startswith("model.") for d in n["depends_on"]["nodes"])]
+    assert len(evaluations) == len(data_tests) > 50  # one per data test on the models
     assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
     assert not result.get_asset_materialization_events(), "checks only: no model rebuilt"
 

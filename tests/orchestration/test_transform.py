@@ -17,7 +17,7 @@ import pytest
 
 from ingest_api import db
 from ml.schema import SESSION_SCHEMA
-from orchestration.dbt import PROJECT_DIR, run_dbt, transform
+from orchestration.dbt import run_dbt, target_dir, transform
 from simulator.run import generate
 from tests.support.services import ApiServer, new_tenant
 
@@ -235,6 +235,45 @@ def test_incremental_runs_with_late_data_equal_a_full_refresh(warehouse):
     assert len(mine) == len(everything)
 
 
+def test_a_mart_row_that_breaks_a_column_rule_fails_its_test_naming_the_column(warehouse):
+    from dbt.cli.main import dbtRunner
+
+    from orchestration.dbt import dbt_args, dbt_env
+
+    url, api = warehouse
+    tenant = new_tenant(api, url)
+    send(tenant, [p.session for p in generate(["support"], START + 9 * DAY, START + 9 * DAY + 7_200_000, seed=31,
+                                              scale=0.3)])
+    build(url)
+    [victim] = rows(url, "select session_id, agent_name, tokens_input, turn_count from marts.fct_sessions"
+                         " where project_id = %s order by session_id limit 1", (tenant.project_id,))
+    with psycopg.connect(url) as conn:
+        conn.execute("update marts.fct_sessions set agent_name = null, tokens_input = -5, turn_count = -1"
+                     " where project_id = %s and session_id = %s", (tenant.project_id, victim["session_id"]))
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in dbt_env(url).items():
+                env.setenv(name, value)
+            outcome = dbtRunner().invoke(dbt_args(
+                "test", "--quiet", "--store-failures", "--select", "fct_sessions,test_name:column_rules",
+                "--vars", json.dumps({"watermark": 0, "previous_watermark": 0})))
+        assert not outcome.success
+        [result] = outcome.result.results
+        assert result.failures == 3
+        failing = rows(url, f"select column_name, rule, failing_rows from {result.node.relation_name} order by 1, 2")
+        assert failing == [
+            {"column_name": "agent_name", "rule": "not_null", "failing_rows": 1},
+            {"column_name": "tokens_input", "rule": "non_negative", "failing_rows": 1},
+            {"column_name": "turn_count", "rule": "non_negative", "failing_rows": 1},
+        ]
+    finally:
+        with psycopg.connect(url) as conn:
+            conn.execute("update marts.fct_sessions set agent_name = %s, tokens_input = %s, turn_count = %s"
+                         " where project_id = %s and session_id = %s",
+                         (victim["agent_name"], victim["tokens_input"], victim["turn_count"], tenant.project_id,
+                          victim["session_id"]))
+
+
 def test_metrics_endpoint_answers_from_the_marts(warehouse):
     url, api = warehouse
     tenant = new_tenant(api, url)
@@ -274,7 +313,7 @@ def test_docs_generate_describes_every_mart_column(warehouse):
     url, _ = warehouse
     build(url)
     assert run_dbt(url, "docs", "generate")
-    target = PROJECT_DIR / "target"
+    target = target_dir()
     catalog = json.loads((target / "catalog.json").read_text())
     manifest = json.loads((target / "manifest.json").read_text())
     marts = [n for n in manifest["nodes"].values() if n["resource_type"] == "model" and n["schema"] == "marts"]
