@@ -57,8 +57,7 @@ def _build(context: AssetExecutionContext, dbt: DbtCliResource, database: Bagula
         return
     error = str(invocation.get_error())
     try:
-        found = quarantine.isolate(database.database_url, bound,
-                                   lambda w: quarantine.dbt_run_up_to(database.database_url, w))
+        found = quarantine.isolate(database.database_url, bound, quarantine.dbt_probes(database.database_url))
     except quarantine.NotTheData as exc:
         raise Failure(f"dbt build failed, and not because of a batch's rows: {exc}") from None
     if not found:

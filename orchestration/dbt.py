@@ -127,3 +127,40 @@ def transform(database_url: str, *extra: str, full_refresh: bool = False) -> boo
     if full_refresh:
         args.append("--full-refresh")
     return run_dbt(database_url, "build", *args)
+
+
+class InProcessDbt:
+    """dbt in this process: the project parsed once, then each build reuses the manifest
+    (a dbt process start and parse cost seconds, more than the build of one batch)."""
+
+    def __init__(self, database_url: str, folder: str = "live") -> None:
+        from dbt.cli.main import dbtRunner
+
+        self.database_url = database_url
+        # A target folder of its own: Dagster's dbt processes write theirs at the same time.
+        self.target = str(target_dir() / folder)
+        os.environ.update(dbt_env(database_url))
+        parsed = dbtRunner().invoke(dbt_args("parse", "--quiet", "--target-path", self.target))
+        if not parsed.success:
+            raise RuntimeError(f"dbt parse failed: {parsed.exception}")
+        self.runner = dbtRunner(manifest=parsed.result)
+
+    def run(self, select: str | None, upto: int | None) -> list[str]:
+        """``dbt run --select`` (every model when None) up to the watermark ``upto``; the models
+        built. Raises on failure."""
+        before = os.environ.get("PGOPTIONS")
+        os.environ.update(watermark.bounded_env(dbt_env(self.database_url), upto))
+        selection = ["--select", select] if select else []
+        try:
+            result = self.runner.invoke(dbt_args("run", "--quiet", *selection, "--target-path", self.target))
+        finally:
+            # The bound is this invocation's only (libpq reads PGOPTIONS at every connect).
+            if before is None:
+                os.environ.pop("PGOPTIONS", None)
+            else:
+                os.environ["PGOPTIONS"] = before
+        results = getattr(result.result, "results", None) or []
+        if not result.success:
+            failed = [f"{r.node.name}: {r.message}" for r in results if str(r.status) in ("error", "fail")]
+            raise RuntimeError("dbt run failed: " + ("; ".join(failed) or str(result.exception)))
+        return [r.node.name for r in results]

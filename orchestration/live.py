@@ -24,7 +24,6 @@ quarantine and backoff, and the live path tries again after its own backoff.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import psycopg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from orchestration import watermark
-from orchestration.dbt import dbt_args, dbt_env, prepare_marts, target_dir
+from orchestration.dbt import InProcessDbt, prepare_marts
 from orchestration.detection.alerts import deliver_alerts
 from orchestration.detection.detect import DetectionSummary, judge_new
 from orchestration.sensors import next_run
@@ -56,41 +55,6 @@ class PassOutcome:
     models: list[str]
     detection: DetectionSummary
     seconds: float
-
-
-class InProcessDbt:
-    """dbt in this process: the project parsed once, then each build reuses the manifest
-    (a dbt process start and parse cost seconds, more than the build of one batch)."""
-
-    def __init__(self, database_url: str) -> None:
-        from dbt.cli.main import dbtRunner
-
-        self.database_url = database_url
-        # Its own target folder: Dagster's dbt processes write theirs at the same time.
-        self.target = str(target_dir() / "live")
-        os.environ.update(dbt_env(database_url))
-        parsed = dbtRunner().invoke(dbt_args("parse", "--quiet", "--target-path", self.target))
-        if not parsed.success:
-            raise RuntimeError(f"dbt parse failed: {parsed.exception}")
-        self.runner = dbtRunner(manifest=parsed.result)
-
-    def run(self, select: str, upto: int | None) -> list[str]:
-        """``dbt run --select`` up to the watermark ``upto``; the models built. Raises on failure."""
-        before = os.environ.get("PGOPTIONS")
-        os.environ.update(watermark.bounded_env(dbt_env(self.database_url), upto))
-        try:
-            result = self.runner.invoke(dbt_args("run", "--quiet", "--select", select, "--target-path", self.target))
-        finally:
-            # The bound is this invocation's only (libpq reads PGOPTIONS at every connect).
-            if before is None:
-                os.environ.pop("PGOPTIONS", None)
-            else:
-                os.environ["PGOPTIONS"] = before
-        results = getattr(result.result, "results", None) or []
-        if not result.success:
-            failed = [f"{r.node.name}: {r.message}" for r in results if str(r.status) in ("error", "fail")]
-            raise RuntimeError("dbt run failed: " + ("; ".join(failed) or str(result.exception)))
-        return [r.node.name for r in results]
 
 
 def _days(tags: dict[str, str]) -> list[date]:

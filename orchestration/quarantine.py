@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
 
 from orchestration import watermark
-from orchestration.dbt import dbt_args, dbt_env
+from orchestration.dbt import InProcessDbt
 
 log = logging.getLogger("bagula.quarantine")
 
@@ -109,18 +108,23 @@ def isolate(database_url: str, upto: int, build: Callable[[int], tuple[bool, str
     return found
 
 
-def dbt_run_up_to(database_url: str, upto: int) -> tuple[bool, str]:
-    """A probe: the models (no tests) built up to the watermark ``upto``, in this process;
-    (success, what failed)."""
-    from dbt.cli.main import dbtRunner
+def dbt_probes(database_url: str) -> Callable[[int], tuple[bool, str]]:
+    """Probes for ``isolate``: the models (no tests) built up to a watermark, in this process,
+    the project parsed once for all of them (each probe's bound is a connection setting, not a
+    dbt variable, whose change would make dbt parse the project again); (success, what failed)."""
+    runner: InProcessDbt | None = None
 
-    os.environ.update(dbt_env(database_url))
-    result = dbtRunner().invoke(dbt_args("run", "--quiet", "--vars", json.dumps({"watermark": upto})))
-    if result.success:
+    def probe(upto: int) -> tuple[bool, str]:
+        nonlocal runner
+        if runner is None:
+            runner = InProcessDbt(database_url, folder="quarantine")
+        try:
+            runner.run(None, upto)
+        except RuntimeError as exc:
+            return False, str(exc).removeprefix("dbt run failed: ")
         return True, ""
-    failed = [f"{r.node.name}: {r.message}" for r in (getattr(result.result, "results", None) or [])
-              if str(r.status) in ("error", "fail")]
-    return False, "; ".join(failed) or str(result.exception or "dbt run failed")
+
+    return probe
 
 
 def listed(conn: psycopg.Connection, include_released: bool = False) -> list[dict]:

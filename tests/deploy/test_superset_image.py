@@ -128,8 +128,13 @@ def test_superset_init_and_serve_as_compose_runs_them(pg):
                 assert urlsplit(uri).username == "bagula_superset_reader"
                 assert urlsplit(uri).path == f"/{database}"
         finally:
-            # gunicorn's quick shutdown: nothing to drain here.
+            # gunicorn's quick shutdown: nothing to drain here. What this test checks is done by
+            # now; a slow stop on a busy machine ends with SIGKILL rather than failing it.
             os.killpg(server.pid, signal.SIGINT)
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=30)
     finally:
         shutil.rmtree(root, ignore_errors=True)
