@@ -52,7 +52,11 @@ class ApiServer:
     def __init__(self, database_url: str, **env: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "BAGULA_DATABASE_URL": database_url, **TEST_ENV, **env}
+        # No OTLP assembler unless the test sets its quiet period: one with the default 30 s,
+        # sharing a database with an OTLP test's server, would claim that test's traces and
+        # hold them back by its own quiet period.
+        assembler = {} if "BAGULA_OTLP_SESSION_QUIET_S" in env else {"BAGULA_OTLP_ASSEMBLER": "false"}
+        self.env = {**os.environ, "BAGULA_DATABASE_URL": database_url, **TEST_ENV, **assembler, **env}
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "ApiServer":
