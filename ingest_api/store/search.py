@@ -42,6 +42,15 @@ MAX_WINDOWS_PER_PAGE = 3
 # The document's weights, by the part of the session they stand for (matchedIn).
 PARTS = {"request": "a", "responses": "b", "toolCalls": "c", "prompts": "d"}
 IDENTIFIER = re.compile(r"^\S{3,}$")
+# How each way of matching takes its newest matches. Statements run with custom plans
+# (prepare=False): a generic plan cannot know how common the words are, and took a bitmap of
+# every match of a common word (0.4 s at a million sessions) where walking the time index stops
+# after the window's matches (30 ms). The planner cannot estimate an identifier pattern's
+# matches either: walking the time index for a pattern few sessions have read every session
+# (8 s); an order the index cannot give makes it take the matches from the trigram index, then
+# sort them.
+ORDER_BY_INDEX = "s.started_at desc, s.session_id desc"
+ORDER_AFTER_MATCHING = "s.started_at + interval '0' desc, s.session_id desc"
 
 
 class MartsMissing(Exception):
@@ -207,19 +216,26 @@ async def _window_page(
     """Up to ``count`` matches of one window after the position; the window's size and its oldest match."""
     params: dict[str, Any] = {"project": project_id, "q": f.q, "window": RANK_WINDOW, "count": count}
     conditions = _filters(f, params)
-    matches = []
-    if plan["words"]:
-        matches.append("s.document @@ websearch_to_tsquery('english', %(q)s)")
-    if plan["session_id"] is not None:
-        matches.append("s.session_id = %(session_id)s")
-        params["session_id"] = plan["session_id"]
-    if plan["pattern"] is not None:
-        matches.append("s.identifiers ilike %(pattern)s")
-        params["pattern"] = plan["pattern"]
-    conditions.append("(" + " or ".join(matches) + ")")
     if position.window is not None:
         conditions.append("(s.started_at, s.session_id) < (%(window_time)s, %(window_id)s)")
         params["window_time"], params["window_id"] = position.window
+    # Each way of matching takes its own newest matches, with the plan that suits it; the
+    # newest of their union are exactly the newest sessions that match any of them.
+    matches = []
+    if plan["words"]:
+        matches.append(("s.document @@ websearch_to_tsquery('english', %(q)s)", ORDER_BY_INDEX))
+    if plan["session_id"] is not None:
+        matches.append(("s.session_id = %(session_id)s", ORDER_BY_INDEX))
+        params["session_id"] = plan["session_id"]
+    if plan["pattern"] is not None:
+        matches.append(("s.identifiers ilike %(pattern)s", ORDER_AFTER_MATCHING))
+        params["pattern"] = plan["pattern"]
+    where = " and ".join(conditions)
+    window = " union ".join(
+        f"(select s.session_id, s.started_at from marts.session_search s where {where} and {match}"
+        f" order by {order} limit %(window)s)"
+        for match, order in matches
+    )
     after = ""
     if position.after is not None:
         after = (
@@ -243,9 +259,8 @@ async def _window_page(
             with window_matches as materialized (
                 -- the window: the newest matches below its bound (only ids: no document read yet
                 -- beyond what matching needs)
-                select s.session_id, s.started_at from marts.session_search s
-                where {" and ".join(conditions)}
-                order by s.started_at desc, s.session_id desc
+                select m.session_id, m.started_at from ({window}) m
+                order by m.started_at desc, m.session_id desc
                 limit %(window)s
             ),
             scored as (
@@ -270,6 +285,7 @@ async def _window_page(
             order by page.rank desc, page.started_at desc, page.session_id desc
             """,
             params,
+            prepare=False,
         )
         rows = await cur.fetchall()
         if rows:
@@ -278,9 +294,8 @@ async def _window_page(
         await cur.execute(
             f"""
             with window_matches as materialized (
-                select s.session_id, s.started_at from marts.session_search s
-                where {" and ".join(conditions)}
-                order by s.started_at desc, s.session_id desc
+                select m.session_id, m.started_at from ({window}) m
+                order by m.started_at desc, m.session_id desc
                 limit %(window)s
             )
             select count(*) as window_size,
@@ -289,6 +304,7 @@ async def _window_page(
             from window_matches
             """,
             params,
+            prepare=False,
         )
         size = await cur.fetchone()
     oldest = (size["oldest_at"], size["oldest_id"]) if size["window_size"] else None
