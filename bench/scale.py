@@ -110,7 +110,7 @@ BENCH_SETTINGS = {
     "effective_cache_size": "8GB",
     "maintenance_work_mem": "512MB",
     "work_mem": "32MB",
-    "max_wal_size": "16GB",
+    "max_wal_size": "4GB",
     "checkpoint_timeout": "30min",
     "random_page_cost": "1.1",
 }

@@ -318,7 +318,8 @@ def test_the_live_paths_retention_thread_applies_retention_when_due(pg, monkeypa
     thread = start_periodic(url, stop)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            wait_for(lambda: conn.execute("select finished_at from retention_runs").fetchone(), timeout=120)
+            # Finished, not only started: the run's row exists (finished_at null) while it deletes.
+            wait_for(lambda: conn.execute("select count(finished_at) from retention_runs").fetchone()[0], timeout=120)
             assert conn.execute("select count(*) from agent_sessions").fetchone()[0] == 2
     finally:
         stop.set()

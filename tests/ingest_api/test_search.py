@@ -294,15 +294,27 @@ def test_without_the_trigram_index_parts_of_identifiers_are_not_found_until_a_bu
         "select indexname from pg_indexes where schemaname = 'marts' and tablename = 'session_search' "
         "and indexdef like '%gin_trgm_ops%'"
     )
+    # ...and the index for an agent with a status, added to tables built before it existed
+    by_status = (
+        "select indexname from pg_indexes where schemaname = 'marts' and tablename = 'session_search' "
+        "and indexdef like '%(project_id, agent_name, status, started_at, session_id)'"
+    )
     [(index,)] = [tuple(r.values()) for r in rows(world.url, trigram)]
+    [(status_index,)] = [tuple(r.values()) for r in rows(world.url, by_status)]
     with psycopg.connect(world.url) as conn:
         conn.execute(f'drop index marts."{index}"')
+        conn.execute(f'drop index marts."{status_index}"')
+        # an index the detail marts no longer have: (session_id) serves the same lookups
+        conn.execute("create index redundant_turn_details on marts.fct_turn_details (project_id, session_id)")
 
     assert world.search(q="48213") == []  # no error: whole words only
     assert ids(world.search(q="ORD48213")) == [world.needle["sessionId"]]
 
     build(world.url)  # an incremental build with nothing new: its post-hook puts the index back
     assert len(rows(world.url, trigram)) == 1
+    assert len(rows(world.url, by_status)) == 1
+    assert rows(world.url, "select indexname from pg_indexes where schemaname = 'marts' and indexdef like "
+                           "'CREATE INDEX %USING btree (project_id, session_id)' and tablename like '%\\_details'") == []
     assert ids(world.search(q="48213")) == [world.needle["sessionId"]]
 
 

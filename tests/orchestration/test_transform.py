@@ -175,6 +175,17 @@ def test_marts_match_values_computed_from_the_sessions_sent(warehouse):
         assert close(r["session_share"], len(using) / len(day_sessions))
         assert close(r["error_rate"], errors / len(calls))
         assert close(r["latency_p95_ms"], percentile([t["latencyMs"] for t in calls], 0.95), 1e-4)
+    # ...and, over every day at once, the percentiles the Tool usage dashboard reads from the
+    # days' histograms: the nearest rank of all the calls, to within one bucket (2.2 % of 1 + ms)
+    merged = rows(url, """
+        select agent_name, tool_name, public.bagula_latency_percentile(latency_histogram, 0.95) as p95
+        from marts.agg_agent_tool_usage_daily where project_id = %s group by agent_name, tool_name""", scope)
+    assert merged
+    for r in merged:
+        latencies = sorted(t["latencyMs"] for s in sessions if s["agentName"] == r["agent_name"]
+                           for t in tool_calls(s) if t["toolName"] == r["tool_name"])
+        nearest_rank = latencies[math.ceil(0.95 * len(latencies)) - 1]
+        assert 2 ** (-1 / 32) <= (1 + r["p95"]) / (1 + nearest_rank) <= 2 ** (1 / 32), r
 
     # health per agent and hour
     for r in rows(url, "select * from marts.agg_agent_health_hourly where project_id = %s", scope):

@@ -6,11 +6,13 @@
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
-    post_hook="analyze {{ this }}",
+    post_hook=[
+        "analyze {{ this }}",
+        "{{ drop_index(this, ['project_id', 'session_id']) }}",
+    ],
     unique_key=['project_id', 'session_id', 'relation', 'related_session_id'],
     indexes=[
         {'columns': ['watermark']},
-        {'columns': ['project_id', 'session_id']},
         {'columns': ['session_id']},
     ],
 ) }}

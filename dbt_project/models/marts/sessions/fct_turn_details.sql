@@ -6,11 +6,13 @@
     materialized='incremental',
     incremental_strategy='delete+insert',
     pre_hook="set local enable_nestloop = off",
-    post_hook="analyze {{ this }}",
+    post_hook=[
+        "analyze {{ this }}",
+        "{{ drop_index(this, ['project_id', 'session_id']) }}",
+    ],
     unique_key=['project_id', 'session_id', 'turn_id'],
     indexes=[
         {'columns': ['watermark']},
-        {'columns': ['project_id', 'session_id']},
         {'columns': ['session_id']},
     ],
 ) }}

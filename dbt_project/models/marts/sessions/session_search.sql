@@ -11,13 +11,16 @@
     first 100,000 characters (a tsvector holds at most 1 MB). Incremental by the ingest
     watermark: a build indexes the sessions it reads, off the ingest path. The GIN index on
     `document` comes with the table; the trigram index on `identifiers` only where the
-    pg_trgm extension exists (migration 0005 creates it when it can). #}
+    pg_trgm extension exists (migration 0005 creates it when it can). The index with the status
+    serves a filter by agent and a rare status: without it, a common word's search walked
+    the agent's sessions and filtered out most (p95 443 ms at a million sessions). #}
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     pre_hook="set local enable_nestloop = off",
     post_hook=[
         "analyze {{ this }}",
+        "{{ ensure_index(this, ['project_id', 'agent_name', 'status', 'started_at', 'session_id']) }}",
         "do $$ begin if exists (select 1 from pg_extension where extname = 'pg_trgm') and not exists (select 1 from pg_index where indrelid = '{{ this.schema }}.{{ this.identifier }}'::regclass and pg_get_indexdef(indexrelid) like '%gin_trgm_ops%') then execute format('create index on {{ this.schema }}.{{ this.identifier }} using gin (identifiers %I.gin_trgm_ops)', (select n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname = 'pg_trgm')); end if; end $$",
     ],
     unique_key=['project_id', 'session_id'],
