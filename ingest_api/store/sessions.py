@@ -350,7 +350,9 @@ async def list_sessions(
         conditions.append("s.user_id = %(user)s")
         params["user"] = f.user_id
     if f.after is not None:
+        # The plain bound is implied by the keyset's; it is what excludes newer time chunks.
         conditions.append("(s.start_time, s.session_id) < (%(after_time)s, %(after_id)s)")
+        conditions.append("s.start_time <= %(after_time)s")
         params["after_time"], params["after_id"] = f.after
     cur = await conn.execute(
         f"""
