@@ -734,6 +734,10 @@ def read_cases(conn: psycopg.Connection, project: dict) -> list[tuple[str, list[
             "search ?q= + agent + 24h",
             [("/v1/sessions", {"q": rng.choice(words), "agentName": agent(), "since": since(24)}) for _ in range(n)],
         ),
+        (
+            "search ?q= + agent + status=failure",
+            [("/v1/sessions", {"q": rng.choice(words), "agentName": agent(), "status": "failure"}) for _ in range(n)],
+        ),
         ("search, no q (newest)", [("/v1/sessions", {}) for _ in range(n)]),
     ]
     return cases
