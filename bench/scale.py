@@ -1,7 +1,7 @@
 """Scale on one machine: the platform against a history of N sessions.
 
     .venv/bin/python bench/scale.py --sessions 1000000     # minutes: load, build, detect, measure
-    .venv/bin/python bench/scale.py --sessions 10M         # about an hour here
+    .venv/bin/python bench/scale.py --sessions 10M         # needs about 140 GB of disk (14 KB a session)
     .venv/bin/python bench/scale.py --report               # the table of every size measured so far
 
 Each size lives in its own PostgreSQL cluster under --root (default /var/tmp/bagula-scale/SIZE),
