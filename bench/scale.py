@@ -39,6 +39,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -1179,6 +1180,25 @@ def report() -> None:
                 print(f"  {r['label']}: dashboard {title!r} p95 {figures['p95_s']}, failed {figures['failed']}")
 
 
+# Raw tables and marts with their indexes at 1M sessions (TimescaleDB compression on), and WAL.
+BYTES_PER_SESSION = 14_000
+WAL_BYTES = 5 * 2**30
+
+
+def check_disk(bench: Bench) -> None:
+    """Refuse a size this disk cannot hold, before loading hours of it."""
+    if (bench.base / "pg").exists():
+        return  # resuming: what is loaded already is on the disk
+    bench.root.mkdir(parents=True, exist_ok=True)
+    needed = bench.size * BYTES_PER_SESSION + WAL_BYTES
+    free = shutil.disk_usage(bench.root).free
+    if free < needed:
+        raise SystemExit(
+            f"{bench.label} sessions need about {needed / 2**30:.0f} GiB under {bench.root}"
+            f" ({BYTES_PER_SESSION:,} bytes a session and WAL); {free / 2**30:.0f} GiB are free"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("size", nargs="?", help="sessions of history: 1M, 10M, 300k, ... (or --sessions)")
@@ -1194,6 +1214,7 @@ def main() -> None:
         report()
         return
     bench = Bench(parse_size(size), args.root)
+    check_disk(bench)
     bench.start()
     log(f"{bench.label}: PostgreSQL at {bench.cluster.url('bagula')}; load average {load_average()}")
     try:
