@@ -80,6 +80,25 @@ DEFAULT_RELATIVE_START_TIME = "now"
 DEFAULT_RELATIVE_END_TIME = "now"
 
 
+def FLASK_APP_MUTATOR(app) -> None:  # noqa: N802 - the name Superset looks up
+    """One time-range parse at a time. Superset parses "Last week" and the like with
+    pyparsing, whose packrat cache (switched on by superset.utils.date_parser) all threads of
+    the web server share: two charts parsing at once failed now and then with "Expected '(',
+    found ')'". A parse takes well under a millisecond."""
+    import threading
+
+    from superset.utils import date_parser
+
+    parse, lock = date_parser.datetime_eval, threading.Lock()
+
+    def datetime_eval(datetime_expression=None):
+        with lock:
+            return parse(datetime_expression)
+
+    # get_since_until, the only caller, looks the function up in its module at each call.
+    date_parser.datetime_eval = datetime_eval
+
+
 # --- session search (the Session explorer's Search filter) ----------------------------------
 
 SEARCH_MAX_CHARS = 500

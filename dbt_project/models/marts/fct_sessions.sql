@@ -1,18 +1,24 @@
 {#- New ingest_txid values lie beyond the column statistics, so the planner guesses
     one row per side and nests BRIN scans (seconds per run, growing with history).
     Hash joins read each side of the window once. The analyze afterwards gives the
-    aggregates and tests downstream statistics that include the rows just added. #}
+    aggregates and tests downstream statistics that include the rows just added.
+    The index on started_at alone serves the Session explorer's newest sessions across
+    projects (a week sorted: about 1 s at a million sessions). #}
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     pre_hook="set local enable_nestloop = off",
-    post_hook="analyze {{ this }}",
+    post_hook=[
+        "analyze {{ this }}",
+        "{{ ensure_index(this, ['started_at']) }}",
+    ],
     unique_key=['project_id', 'session_id'],
     indexes=[
         {'columns': ['watermark']},
         {'columns': ['project_id', 'agent_name', 'started_at']},
         {'columns': ['project_id', 'session_id'], 'unique': true},
         {'columns': ['session_id']},
+        {'columns': ['started_at']},
     ],
 ) }}
 
