@@ -1014,31 +1014,28 @@ def measure_storage(url: str) -> dict:
 # ------------------------------------------------------------------------------------ run
 
 
+def support_agents(conn: psycopg.Connection, project: dict) -> list[str]:
+    return [
+        r[0]
+        for r in conn.execute(
+            "select distinct agent_name from agent_sessions where project_id = %s and agent_name like"
+            " 'customer-support-agent-%%'",
+            (project["project_id"],),
+        ).fetchall()
+    ]
+
+
 def measure(bench: Bench, projects: dict, result: dict) -> None:
     """Fills ``result`` phase by phase (what was measured is kept if a later phase fails)."""
     name = PROJECTS[0][0]
     project = projects[name]
     with psycopg.connect(bench.url, autocommit=True) as conn:
-        agents = [
-            r[0]
-            for r in conn.execute(
-                "select distinct agent_name from agent_sessions where project_id = %s and agent_name like"
-                " 'customer-support-agent-%%'",
-                (project["project_id"],),
-            ).fetchall()
-        ]
+        agents = support_agents(conn, project)
         # The ingesting client writes to another project: the windows the reads look at (the
         # last hour, day, week of the first project) hold the bench's traffic in every run,
         # not the sessions earlier runs' clients sent.
         ingest_project = projects[PROJECTS[-1][0]]
-        ingest_agents = [
-            r[0]
-            for r in conn.execute(
-                "select distinct agent_name from agent_sessions where project_id = %s and agent_name like"
-                " 'customer-support-agent-%%'",
-                (ingest_project["project_id"],),
-            ).fetchall()
-        ]
+        ingest_agents = support_agents(conn, ingest_project)
         cases = read_cases(conn, project)
         session_id = str(
             conn.execute(
