@@ -78,11 +78,16 @@ def test_the_api_killed_mid_batch_loses_and_duplicates_nothing(database_url):
         tenant = new_tenant(api, database_url)
         client = BagulaClient(tenant.key, api.base_url, batch_size=200, **FAST)
         sent: list[str] = []
-        producing = produce(client.get_session_tracker(), 1000, sent)
         # Killed while its COPY of a batch runs: that transaction is rolled back, the client
-        # never got an answer, and the batch is sent again to the restarted API.
-        assert wait_for(lambda: copy_in_flight(database_url), timeout=60, interval=0.002)
-        api.kill()
+        # never got an answer, and the batch is sent again to the restarted API. A lock held
+        # here keeps the first COPY waiting until the API is dead (a COPY lasts milliseconds:
+        # polling for one missed them all now and then).
+        with psycopg.connect(database_url) as blocker:
+            blocker.execute("lock table agent_sessions in share mode")
+            producing = produce(client.get_session_tracker(), 1000, sent)
+            assert wait_for(lambda: copy_in_flight(database_url), timeout=60, interval=0.05)
+            api.kill()
+            blocker.rollback()
         wait_for(lambda: client.stats()["retried"] >= 1, timeout=60, interval=0.02)
         api.start()
         producing.join(60)
