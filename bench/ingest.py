@@ -57,6 +57,31 @@ def make_batches(count: int, size: int, seed: int) -> list[list[dict]]:
     return batches
 
 
+def cpu_seconds(api_pid: int | None) -> dict[str, float]:
+    """CPU seconds used so far by the API (its process and workers), PostgreSQL and this bench:
+    where a run's time goes on a machine the three share. Linux only (/proc); empty elsewhere."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, str, float]] = {}  # pid -> (parent, name, cpu seconds)
+    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        name, rest = raw[raw.index("(") + 1 : raw.rindex(")")], raw[raw.rindex(")") + 2 :].split()
+        stats[int(entry.name)] = (int(rest[1]), name, (int(rest[11]) + int(rest[12])) / tick)
+    totals = {"api": 0.0, "postgres": 0.0, "bench": 0.0}
+    for pid, (parent, name, seconds) in stats.items():
+        if name == "postgres":
+            totals["postgres"] += seconds
+        elif pid == os.getpid():
+            totals["bench"] += seconds
+        elif api_pid is not None and api_pid in (pid, parent):
+            totals["api"] += seconds
+    return totals
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -168,7 +193,9 @@ def main() -> None:
         warm = [orjson.dumps({"sessions": b}) for b in make_batches(4, args.batch_size, seed=2)]
         asyncio.run(drive_api(url, key, warm, 2, compressed=False))
 
+        cpu_before = cpu_seconds(api.pid if api else None)
         elapsed, latencies = asyncio.run(drive_api(url, key, bodies, args.clients, not args.no_gzip))
+        cpu_after = cpu_seconds(api.pid if api else None)
         sessions = args.batches * args.batch_size
         api_rate = sessions / elapsed
         print(f"session JSON: {raw_bytes / 1024:.1f} KB each; bodies {'gzip' if not args.no_gzip else 'plain'}")
@@ -179,6 +206,14 @@ def main() -> None:
         print(
             f"batch latency: p50 {percentile(latencies, 50) * 1000:.0f} ms, p99 {percentile(latencies, 99) * 1000:.0f} ms"
         )
+
+        if cpu_after.get("bench"):
+            used = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+            print(
+                "CPU per session: "
+                + ", ".join(f"{k} {v / sessions * 1e6:,.0f} us" for k, v in used.items() if k != "api" or api)
+                + f"; {sum(used.values()) / elapsed:.2f} of {os.cpu_count()} cores busy"
+            )
 
         if database_url:
             rates = {}

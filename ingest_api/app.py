@@ -3,6 +3,7 @@ response convention (``ingest_api.schemas``) and one error shape (``ingest_api.p
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -37,6 +38,16 @@ next page of a list. Errors are RFC 9457 problem details (`application/problem+j
 (`since`, `until`, a baseline's `from`/`to`) take epoch milliseconds or ISO 8601 with a zone."""
 
 
+def tune_garbage_collector() -> None:
+    """A parsed batch is hundreds of thousands of objects, and the default thresholds collect
+    every 700 allocations, walking the app's own objects (routes, models, schemas) again in each
+    full collection. Startup's objects are frozen out of collection; young objects are collected
+    every 50,000 allocations. Reference counting still frees almost everything a request makes."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or get_api_settings()
 
@@ -60,6 +71,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # OpenTelemetry spans -> sessions, in the background (docs/otlp.md).
         app.state.exports = Exports()
         assembler = Assembler(pool, settings, app.state.exports).start() if settings.otlp_assembler else None
+        tune_garbage_collector()
         try:
             yield
         finally:

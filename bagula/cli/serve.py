@@ -15,6 +15,7 @@ from bagula.cli.schema import upgrade_schema
 from bagula.cli.superset import local_superset
 from bagula.localdb import LocalDbError, LocalPostgres
 from bagula.observability import MULTIPROCESS_ENV, log_config, serve_metrics
+from bagula.serving import serve
 from bagula.settings import get_platform_settings
 from bagula.superset import SupersetError, prepare_superset, superset_serve_command
 from bagula.supervisor import Service, supervise
@@ -36,13 +37,13 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
         directory = serve_metrics(settings.metrics_host, settings.metrics_port, url)
         if directory:
             os.environ[MULTIPROCESS_ENV] = directory
-    uvicorn.run(
+    serve(uvicorn.Config(
         "ingest_api.app:create_app", factory=True, host=host or settings.api_host, port=port or settings.api_port,
         workers=workers or settings.api_workers, log_config=log_config(settings.log_format), access_log=False,
         # A worker still importing the app on a busy or CPU-limited machine (a container's
         # limit) answers the supervisor's ping late; uvicorn's 5 s would kill it, again and again.
         timeout_worker_healthcheck=60,
-    )
+    ))
 
 
 @click.command("run", help="Start the platform: database (project-local unless BAGULA_DATABASE_URL is set), "

@@ -77,6 +77,7 @@ class ApiServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.kill()  # not left serving (or still starting) behind a failed test
         raise RuntimeError("API did not start: " + Path(self.log.name).read_text())
 
     def kill(self) -> None:
