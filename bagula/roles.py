@@ -167,6 +167,7 @@ def _reader_role(conn: psycopg.Connection, role: ServiceRole) -> None:
     conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(name))
     conn.execute(sql.SQL("alter role {} set search_path = {}").format(name, marts))
     conn.execute(sql.SQL("alter role {} set statement_timeout = '120s'").format(name))
+    conn.execute(sql.SQL("alter role {} set jit = off").format(name))  # as ensure_reader_role, why there
 
 
 def _relations(conn: psycopg.Connection, schema: str) -> list[tuple[str, str, str]]:

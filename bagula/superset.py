@@ -138,6 +138,9 @@ def ensure_reader_role(database_url: str, role: str, password: str) -> None:
                 conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(role_id))
                 conn.execute(sql.SQL("alter role {} set search_path = {}").format(role_id, schema))
                 conn.execute(sql.SQL("alter role {} set statement_timeout = '120s'").format(role_id))
+                # Dashboards' queries run in well under a second; JIT compiling them cost up to 0.2 s
+                # a chart at a million sessions.
+                conn.execute(sql.SQL("alter role {} set jit = off").format(role_id))
                 conn.execute(sql.SQL("grant connect on database {} to {}").format(sql.Identifier(database), role_id))
                 # Before the first `bagula transform` the schema does not exist yet; dbt uses it as is.
                 conn.execute(sql.SQL("create schema if not exists {}").format(schema))

@@ -5,15 +5,33 @@
   definition, not by name, because a full refresh renames the old table (and its indexes)
   aside before dropping it.
 #}
-{% macro ensure_index(relation, columns) -%}
+{% macro ensure_index(relation, columns, include=[]) -%}
     {%- set column_list = columns | join(', ') -%}
+    {%- set definition = column_list ~ ((') INCLUDE (' ~ (include | join(', '))) if include else '') -%}
     do $$ begin
         if not exists (
             select 1 from pg_index
             where indrelid = '{{ relation.schema }}.{{ relation.identifier }}'::regclass
-            and pg_get_indexdef(indexrelid) like '% USING btree ({{ column_list }})'
+            and pg_get_indexdef(indexrelid) like '% USING btree ({{ definition }})'
         ) then
-            create index on {{ relation }} ({{ column_list }});
+            create index on {{ relation }} ({{ definition | replace(') INCLUDE (', ') include (') }});
+        end if;
+    end $$
+{%- endmacro %}
+
+{#
+  Autovacuum of an append-only table by its own share of new rows: the default (20 % of the
+  table) leaves the newest rows of a large mart out of the visibility map for hours, and an
+  index-only scan then reads the table for each of them. Set once; no lock when already set.
+#}
+{% macro vacuum_after_inserts(relation, scale_factor) -%}
+    do $$ begin
+        if not exists (
+            select 1 from pg_class
+            where oid = '{{ relation.schema }}.{{ relation.identifier }}'::regclass
+            and 'autovacuum_vacuum_insert_scale_factor={{ scale_factor }}' = any(coalesce(reloptions, '{}'))
+        ) then
+            alter table {{ relation }} set (autovacuum_vacuum_insert_scale_factor = {{ scale_factor }});
         end if;
     end $$
 {%- endmacro %}

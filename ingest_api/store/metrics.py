@@ -40,6 +40,22 @@ COST_BY_MODEL_SQL = """
 """
 
 
+# The window's sessions, from the agent's index on fct_sessions alone (it includes these columns).
+SESSION_FIGURES_SQL = """
+    select count(*),
+           avg(case when is_success then 1.0 else 0.0 end)::double precision,
+           avg(total_cost_usd)::double precision,
+           coalesce(sum(total_cost_usd), 0)::double precision,
+           avg(duration_ms)::double precision,
+           (percentile_cont(0.95) within group (order by duration_ms))::double precision,
+           avg(user_satisfaction)::double precision,
+           now() - %(window)s, now()
+    from marts.fct_sessions
+    where project_id = %(project)s and agent_name = %(agent)s
+      and started_at >= now() - %(window)s
+"""
+
+
 class MartsMissing(Exception):
     """The marts have not been built yet (`bagula transform`)."""
 
@@ -47,22 +63,7 @@ class MartsMissing(Exception):
 async def agent_metrics(conn: psycopg.AsyncConnection, project_id: uuid.UUID, agent_name: str, window: str) -> dict:
     params = {"project": project_id, "agent": agent_name, "window": WINDOWS[window]}
     try:
-        cur = await conn.execute(
-            """
-            select count(*),
-                   avg(case when is_success then 1.0 else 0.0 end)::double precision,
-                   avg(total_cost_usd)::double precision,
-                   coalesce(sum(total_cost_usd), 0)::double precision,
-                   avg(duration_ms)::double precision,
-                   (percentile_cont(0.95) within group (order by duration_ms))::double precision,
-                   avg(user_satisfaction)::double precision,
-                   now() - %(window)s, now()
-            from marts.fct_sessions
-            where project_id = %(project)s and agent_name = %(agent)s
-              and started_at >= now() - %(window)s
-            """,
-            params,
-        )
+        cur = await conn.execute(SESSION_FIGURES_SQL, params)
         sessions, success, avg_cost, total_cost, avg_latency, p95_latency, satisfaction, since, until = (
             await cur.fetchone()
         )

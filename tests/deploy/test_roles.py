@@ -203,6 +203,7 @@ def test_superset_gets_its_metadata_database_and_reads_the_marts_only(database: 
         assert not _can(reader, f"select * from public.{table}"), table
     # Read-only, even on the marts (its role says so, and it holds no write privilege).
     with psycopg.connect(reader) as conn:
+        assert conn.execute("show jit").fetchone()[0] == "off"  # as `bagula superset init` makes the role
         with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)):
             conn.execute("delete from marts.fct_sessions")
 

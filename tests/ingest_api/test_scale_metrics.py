@@ -11,9 +11,11 @@ import time
 import uuid
 from collections import defaultdict
 
+import psycopg
 import pytest
 
 from ingest_api import db
+from ingest_api.store.metrics import SESSION_FIGURES_SQL, WINDOWS
 from orchestration.dbt import build_vars, prepare_marts, run_dbt
 from simulator.samples import make_session
 from tests.support.services import ApiServer, new_tenant
@@ -80,3 +82,17 @@ def test_cost_by_model_counts_every_call_of_the_window_and_none_outside(warehous
         for key, (calls, cost) in expected.items():
             assert reported[key][0] == calls, (window, key)
             assert reported[key][1] == pytest.approx(cost, rel=1e-9), (window, key)
+
+    # The session figures come from the agent's index alone: a week of a busy agent is as many
+    # index entries, never as many table rows, once autovacuum has marked them visible.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("vacuum marts.fct_sessions")
+        conn.execute("set enable_seqscan = off")  # a few rows here: the planner would read the table
+        params = {"project": tenant.project_id, "agent": "metered", "window": WINDOWS["7d"]}
+        plan = psycopg.ClientCursor(conn).execute(
+            "explain (analyze, format json) " + SESSION_FIGURES_SQL, params).fetchone()[0][0]["Plan"]["Plans"][0]
+        # every session but the one 8 days old
+        assert (plan["Node Type"], plan["Heap Fetches"], plan["Actual Rows"]) == ("Index Only Scan", 0, len(sessions) - 1), plan
+        # ... and autovacuum marks them after 0.5 % new rows, not the default 20 %.
+        options = conn.execute("select reloptions from pg_class where oid = 'marts.fct_sessions'::regclass").fetchone()
+        assert "autovacuum_vacuum_insert_scale_factor=0.005" in options[0]

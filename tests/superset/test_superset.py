@@ -320,6 +320,8 @@ def test_reader_role_reads_the_marts_and_nothing_else(site):
                 conn.execute(f"select 1 from {forbidden} limit 1")
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("delete from marts.fct_sessions")
+        # Chart queries are never JIT-compiled (compiling cost more than running them).
+        assert conn.execute("show jit").fetchone()[0] == "off"
         # Read-only is only the role's default; without it, the missing privileges still say no.
         conn.execute("set default_transaction_read_only = off")
         for statement in ("delete from marts.fct_sessions", "create table marts.scratch (x int)",

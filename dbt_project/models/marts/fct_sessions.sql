@@ -3,7 +3,10 @@
     Hash joins read each side of the window once. The analyze afterwards gives the
     aggregates and tests downstream statistics that include the rows just added.
     The index on started_at alone serves the Session explorer's newest sessions across
-    projects (a week sorted: about 1 s at a million sessions). #}
+    projects (a week sorted: about 1 s at a million sessions).
+    The agent's index carries what GET /v1/agents/{name}/metrics aggregates, so a week of a busy
+    agent is read from the index alone (45,000 sessions: 125 ms from the table, 25-37 ms
+    without it), once autovacuum has marked the new rows visible: after 0.5 % new rows, not 20 %. #}
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
@@ -11,11 +14,14 @@
     post_hook=[
         "analyze {{ this }}",
         "{{ ensure_index(this, ['started_at']) }}",
+        "{{ ensure_index(this, ['project_id', 'agent_name', 'started_at'],
+                         include=['is_success', 'total_cost_usd', 'duration_ms', 'user_satisfaction']) }}",
+        "{{ drop_index(this, ['project_id', 'agent_name', 'started_at']) }}",
+        "{{ vacuum_after_inserts(this, 0.005) }}",
     ],
     unique_key=['project_id', 'session_id'],
     indexes=[
         {'columns': ['watermark']},
-        {'columns': ['project_id', 'agent_name', 'started_at']},
         {'columns': ['project_id', 'session_id'], 'unique': true},
         {'columns': ['session_id']},
         {'columns': ['started_at']},
