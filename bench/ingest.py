@@ -116,8 +116,11 @@ async def drive_api(
     return time.perf_counter() - started, latencies
 
 
-def plain_copy_rate(database_url: str, batches: list[list[dict]], per_transaction: int) -> float:
-    """Sessions/s of COPY alone: rows built beforehand, one connection, no validation, no dedup."""
+def plain_copy_rate(
+    database_url: str, batches: list[list[dict]], per_transaction: int
+) -> tuple[float, dict[str, float]]:
+    """Sessions/s of COPY alone (rows built beforehand, one connection, no validation, no dedup),
+    and the CPU seconds per session it took of PostgreSQL and of this process (formatting rows)."""
     with psycopg.connect(database_url) as conn:
         new = keys.create_key(conn, f"bench-copy-{uuid.uuid4().hex[:8]}")
     principal = Principal(new.key_id, new.project_id)
@@ -130,6 +133,7 @@ def plain_copy_rate(database_url: str, batches: list[list[dict]], per_transactio
             rows.extend(encode(principal, s).rows)
         chunks.append(rows)
     with psycopg.connect(database_url) as conn:
+        cpu_before = cpu_seconds(None)
         started = time.perf_counter()
         for rows in chunks:
             with conn.transaction(), conn.cursor() as cur:
@@ -138,7 +142,8 @@ def plain_copy_rate(database_url: str, batches: list[list[dict]], per_transactio
                         for row in data:
                             copy.write_row(row)
         elapsed = time.perf_counter() - started
-    return len(sessions) / elapsed
+        cpu_after = cpu_seconds(None)
+    return len(sessions) / elapsed, {k: (cpu_after[k] - cpu_before[k]) / len(sessions) for k in ("postgres", "bench")}
 
 
 def main() -> None:
@@ -218,10 +223,12 @@ def main() -> None:
         if database_url:
             rates = {}
             for per_tx in dict.fromkeys((args.batch_size, 500)):
-                rates[per_tx] = plain_copy_rate(database_url, batches, per_tx)
+                rates[per_tx], cpu = plain_copy_rate(database_url, batches, per_tx)
                 print(
                     f"plain COPY, one connection, {per_tx}-session transactions: {rates[per_tx]:,.0f} sessions/s"
                     + (f"  (API = {api_rate / rates[per_tx]:.0%} of it)" if per_tx == args.batch_size else "")
+                    + (f"; CPU per session: postgres {cpu['postgres'] * 1e6:,.0f} us, "
+                       f"formatting rows {cpu['bench'] * 1e6:,.0f} us" if cpu_after.get("bench") else "")
                 )
             best = max(rates.values())
             print(

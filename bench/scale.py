@@ -898,6 +898,7 @@ def _chart_sql(ds: dict, q: dict, ranged: bool, session_id: str) -> str:
 def measure_charts(url: str, session_id: str) -> dict[str, dict]:
     out = {}
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("set jit = off")  # as Superset's reader role has it (bagula.superset.ensure_reader_role)
         for title, queries in tqdm(chart_queries(session_id).items(), unit="dashboard", desc="charts"):
             per_chart: dict[str, list[float]] = {}
             failed = []
