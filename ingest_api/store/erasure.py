@@ -129,6 +129,33 @@ async def _delete(conn: psycopg.AsyncConnection, counts: dict[str, int], name: s
         counts[name] = counts.get(name, 0) + cur.rowcount
 
 
+async def _time_spans(conn: psycopg.AsyncConnection, p: dict) -> dict[str, str]:
+    """Conditions bounding the deletes from the time-partitioned tables to the times the sessions
+    (``p["ids"]``) and their LLM calls started: a range erased from the last hour then touches
+    only the newest chunks, not every compressed chunk of the project. None where a session has
+    no recorded start or calls without their span (stored before migration 0009)."""
+    cur = await conn.execute(
+        "select count(*), count(start_time), min(start_time), max(start_time) from session_ledger"
+        " where project_id = %(project)s and session_id = any(%(ids)s)",
+        p,
+    )
+    sessions, with_start, p["sessions_from"], p["sessions_until"] = await cur.fetchone()
+    if not sessions or with_start < len(set(p["ids"])):  # a session with no recorded start, or none at all
+        return {}
+    spans = {"agent_sessions": " and start_time >= %(sessions_from)s and start_time <= %(sessions_until)s"}
+    cur = await conn.execute(
+        "select bool_and(coalesce(llm_call_count = 0 or llm_calls_from is not null, false)),"
+        " min(llm_calls_from), max(llm_calls_until)"
+        " from agent_sessions where project_id = %(project)s and session_id = any(%(ids)s)" + spans["agent_sessions"],
+        p,
+    )
+    summarised, p["calls_from"], p["calls_until"] = await cur.fetchone()
+    if summarised:  # every session's calls have their span (or it has none)
+        spans["llm_calls"] = (" and start_time >= %(calls_from)s and start_time <= %(calls_until)s"
+                              if p["calls_from"] is not None else " and false")
+    return spans
+
+
 async def _recount_agents(conn: psycopg.AsyncConnection, project_id: uuid.UUID) -> None:
     """The per-agent session counts (migration 0009, where applied) follow the deleted sessions."""
     cur = await conn.execute("select to_regprocedure('bagula_recount_agents(uuid)') is not null")
@@ -147,6 +174,10 @@ async def erase(conn: psycopg.AsyncConnection, project_id: uuid.UUID, criteria: 
         except psycopg.errors.LockNotAvailable:
             raise Busy() from None
         await conn.execute("set local lock_timeout = 0")
+        # An erasure must finish: on TimescaleDB, deleting rows of compressed chunks decompresses
+        # them, past a default limit of 100,000 rows per transaction (a user's sessions across
+        # months of history). A placeholder setting where TimescaleDB is not loaded.
+        await conn.execute("set local timescaledb.max_tuples_decompressed_per_dml_transaction = 0")
         marts = await _column_sets(conn)
         traces: list[bytes] = []
         if criteria.session_id is not None:
@@ -199,12 +230,14 @@ async def erase(conn: psycopg.AsyncConnection, project_id: uuid.UUID, criteria: 
             p,
         )
 
+        spans = await _time_spans(conn, p)
         for table in ("session_turns", "llm_calls", "tool_calls", "agent_sessions"):
             await _delete(
                 conn,
                 counts,
                 table,
-                f"delete from {table} where project_id = %(project)s and session_id = any(%(ids)s)",
+                f"delete from {table} where project_id = %(project)s and session_id = any(%(ids)s)"
+                + spans.get(table, ""),
                 p,
             )
 

@@ -346,6 +346,10 @@ def apply(conn: psycopg.Connection, defaults: Defaults, now: datetime | None = N
         return None
     started = time.monotonic()
     try:
+        # A batch's delete from a compressed chunk decompresses what it touches; TimescaleDB's
+        # default limit (100,000 rows a transaction) would stop retention of a big project there.
+        # A placeholder setting where TimescaleDB is not loaded.
+        conn.execute("set timescaledb.max_tuples_decompressed_per_dml_transaction = 0")
         now = now or datetime.now(timezone.utc)
         run_id = conn.execute("insert into retention_runs default values returning run_id").fetchone()[0]
         counts: dict[str, int] = {}
@@ -368,6 +372,7 @@ def apply(conn: psycopg.Connection, defaults: Defaults, now: datetime | None = N
         )
         return RetentionRun(counts, sorted(set(uncovered)), time.monotonic() - started)
     finally:
+        conn.execute("reset timescaledb.max_tuples_decompressed_per_dml_transaction")
         conn.execute("select pg_advisory_unlock(%s)", (RETENTION_LOCK,))
 
 

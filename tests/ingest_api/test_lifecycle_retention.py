@@ -185,7 +185,17 @@ def test_old_data_goes_recent_stays_and_kept_aggregates_do_not_change(platform):
     )
     assert changed.returncode == 0, changed.stderr
     assert f"raw payloads {SHORT['raw']} d, marts {SHORT['marts']} d" in changed.stdout
-    applied = bagula(url, "retention", "apply")
+    with psycopg.connect(url, autocommit=True) as conn:
+        if platform["mode"] == "timescaledb":
+            # Deleting one project's rows from chunks compressed with the other's decompresses
+            # them: past TimescaleDB's limit (100,000 rows a transaction by default; 1 here),
+            # retention would stop there.
+            conn.execute(f"alter database {conn.info.dbname} set timescaledb.max_tuples_decompressed_per_dml_transaction = 1")
+    try:
+        applied = bagula(url, "retention", "apply")
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"alter database {conn.info.dbname} reset timescaledb.max_tuples_decompressed_per_dml_transaction")
     assert applied.returncode == 0, applied.stderr
     assert "kept whole" not in applied.stderr  # every mart table has a time column retention knows
 
@@ -251,6 +261,34 @@ def test_retention_show_and_the_data_policy_defaults(platform):
         assert store.apply_if_due(conn, store.Defaults(), every_s=3600) is None  # it ran a moment ago
         with pytest.raises(ValueError):
             store.set_policy(conn, platform["projects"]["short"].project_id, raw_days=0)
+
+
+def test_erasing_sessions_in_compressed_chunks_is_not_stopped_by_timescaledbs_decompression_limit(platform):
+    # TimescaleDB decompresses the rows a DELETE touches in compressed chunks, and refuses past
+    # timescaledb.max_tuples_decompressed_per_dml_transaction (100,000 by default; a user's
+    # sessions over months at a million sessions passed it). Here the limit is 1.
+    url, long = platform["url"], platform["projects"]["long"].project_id
+    with psycopg.connect(url, autocommit=True) as conn:
+        if platform["mode"] == "timescaledb":
+            conn.execute(f"alter database {conn.info.dbname} set timescaledb.max_tuples_decompressed_per_dml_transaction = 1")
+        name = conn.execute("select name from projects where project_id = %s", (long,)).fetchone()[0]
+        session_id, calls = conn.execute(
+            "select session_id, llm_call_count from agent_sessions where project_id = %s"
+            " and start_time < now() - interval '30 days' order by start_time desc limit 1",
+            (long,),
+        ).fetchone()
+        before = conn.execute("select count(*) from llm_calls where project_id = %s", (long,)).fetchone()[0]
+    try:
+        erased = bagula(url, "erase", "session", "--project", name, str(session_id))
+        assert erased.returncode == 0, erased.stderr[-2000:]
+        with psycopg.connect(url) as conn:
+            assert not conn.execute("select 1 from agent_sessions where session_id = %s", (session_id,)).fetchall()
+            assert not conn.execute("select 1 from llm_calls where session_id = %s", (session_id,)).fetchall()
+            after = conn.execute("select count(*) from llm_calls where project_id = %s", (long,)).fetchone()[0]
+        assert calls > 0 and after == before - calls  # its calls, and no other
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"alter database {conn.info.dbname} reset timescaledb.max_tuples_decompressed_per_dml_transaction")
 
 
 @pytest.mark.timescaledb
