@@ -977,7 +977,8 @@ def measure_incremental(bench: Bench, api: Api, project: dict, agents: list[str]
 
 def measure_storage(url: str) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
-        sessions = conn.execute("select count(*) from session_ledger").fetchone()[0]
+        # Stored now (the ledger also keeps the ids of erased sessions).
+        sessions = conn.execute("select count(*) from agent_sessions").fetchone()[0]
         hyper = (
             {r[0] for r in conn.execute("select hypertable_name from timescaledb_information.hypertables").fetchall()}
             if conn.execute("select exists (select 1 from pg_extension where extname = 'timescaledb')").fetchone()[0]
@@ -1026,17 +1027,30 @@ def support_agents(conn: psycopg.Connection, project: dict) -> list[str]:
     ]
 
 
+LIVE_PROJECT = "bench-live"
+
+
+def live_project(conn: psycopg.Connection) -> dict:
+    """The project the measuring client ingests into (made on first use)."""
+    project = state_get(conn, LIVE_PROJECT)
+    if project is None:
+        new = keys.create_key(conn, LIVE_PROJECT)
+        project = {"project_id": str(new.project_id), "key_id": str(new.key_id), "secret": new.secret}
+        state_set(conn, LIVE_PROJECT, project)
+    return project
+
+
 def measure(bench: Bench, projects: dict, result: dict) -> None:
     """Fills ``result`` phase by phase (what was measured is kept if a later phase fails)."""
     name = PROJECTS[0][0]
     project = projects[name]
     with psycopg.connect(bench.url, autocommit=True) as conn:
         agents = support_agents(conn, project)
-        # The ingesting client writes to another project: the windows the reads look at (the
-        # last hour, day, week of the first project) hold the bench's traffic in every run,
-        # not the sessions earlier runs' clients sent.
-        ingest_project = projects[PROJECTS[-1][0]]
-        ingest_agents = support_agents(conn, ingest_project)
+        # The ingesting client writes to a project of its own, outside the history: the windows
+        # the reads, builds and detection look at (the last hour, day, week of the history's
+        # projects) hold the same traffic in every run, not what earlier runs' clients sent.
+        ingest_project = live_project(conn)
+        ingest_agents = agents
         cases = read_cases(conn, project)
         session_id = str(
             conn.execute(
