@@ -14,7 +14,7 @@
             where indrelid = '{{ relation.schema }}.{{ relation.identifier }}'::regclass
             and pg_get_indexdef(indexrelid) like '% USING btree ({{ definition }})'
         ) then
-            create index on {{ relation }} ({{ definition | replace(') INCLUDE (', ') include (') }});
+            create index on {{ relation }} ({{ definition }});
         end if;
     end $$
 {%- endmacro %}
