@@ -31,6 +31,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scaleout import Api, api_cpu, own_cpu, postgres_cpu  # noqa: E402  (bench/, this script's directory)
+
 from bagula.localdb import LocalPostgres, free_port  # noqa: E402
 from ingest_api import db  # noqa: E402
 from ingest_api.store import keys  # noqa: E402
@@ -57,29 +59,16 @@ def make_batches(count: int, size: int, seed: int) -> list[list[dict]]:
     return batches
 
 
-def cpu_seconds(api_pid: int | None) -> dict[str, float]:
-    """CPU seconds used so far by the API (its process and workers), PostgreSQL and this bench:
-    where a run's time goes on a machine the three share. Linux only (/proc); empty elsewhere."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, str, float]] = {}  # pid -> (parent, name, cpu seconds)
-    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except (OSError, ValueError):
-            continue
-        name, rest = raw[raw.index("(") + 1 : raw.rindex(")")], raw[raw.rindex(")") + 2 :].split()
-        stats[int(entry.name)] = (int(rest[1]), name, (int(rest[11]) + int(rest[12])) / tick)
-    totals = {"api": 0.0, "postgres": 0.0, "bench": 0.0}
-    for pid, (parent, name, seconds) in stats.items():
-        if name == "postgres":
-            totals["postgres"] += seconds
-        elif pid == os.getpid():
-            totals["bench"] += seconds
-        elif api_pid is not None and api_pid in (pid, parent):
-            totals["api"] += seconds
-    return totals
+def cpu_used(cluster: LocalPostgres | None, api: subprocess.Popen | None, url: str) -> dict[str, float]:
+    """CPU seconds used so far by PostgreSQL, this bench and the API (its process and workers),
+    counted as bench/scaleout.py counts them: where a run's time goes on a machine the three
+    share. Empty when the bench did not start them (--url)."""
+    if cluster is None:
+        return {}
+    used = {"postgres": postgres_cpu(cluster), "bench": own_cpu()}
+    if api is not None:
+        used["api"] = api_cpu(Api(api, url))
+    return used
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -117,7 +106,7 @@ async def drive_api(
 
 
 def plain_copy_rate(
-    database_url: str, batches: list[list[dict]], per_transaction: int
+    database_url: str, batches: list[list[dict]], per_transaction: int, cluster: LocalPostgres | None
 ) -> tuple[float, dict[str, float]]:
     """Sessions/s of COPY alone (rows built beforehand, one connection, no validation, no dedup),
     and the CPU seconds per session it took of PostgreSQL and of this process (formatting rows)."""
@@ -133,7 +122,7 @@ def plain_copy_rate(
             rows.extend(encode(principal, s).rows)
         chunks.append(rows)
     with psycopg.connect(database_url) as conn:
-        cpu_before = cpu_seconds(None)
+        cpu_before = cpu_used(cluster, None, "")
         started = time.perf_counter()
         for rows in chunks:
             with conn.transaction(), conn.cursor() as cur:
@@ -142,8 +131,8 @@ def plain_copy_rate(
                         for row in data:
                             copy.write_row(row)
         elapsed = time.perf_counter() - started
-        cpu_after = cpu_seconds(None)
-    return len(sessions) / elapsed, {k: (cpu_after[k] - cpu_before[k]) / len(sessions) for k in ("postgres", "bench")}
+        cpu_after = cpu_used(cluster, None, "")
+    return len(sessions) / elapsed, {k: (cpu_after[k] - cpu_before[k]) / len(sessions) for k in cpu_after}
 
 
 def main() -> None:
@@ -198,9 +187,9 @@ def main() -> None:
         warm = [orjson.dumps({"sessions": b}) for b in make_batches(4, args.batch_size, seed=2)]
         asyncio.run(drive_api(url, key, warm, 2, compressed=False))
 
-        cpu_before = cpu_seconds(api.pid if api else None)
+        cpu_before = cpu_used(cluster, api, url)
         elapsed, latencies = asyncio.run(drive_api(url, key, bodies, args.clients, not args.no_gzip))
-        cpu_after = cpu_seconds(api.pid if api else None)
+        cpu_after = cpu_used(cluster, api, url)
         sessions = args.batches * args.batch_size
         api_rate = sessions / elapsed
         print(f"session JSON: {raw_bytes / 1024:.1f} KB each; bodies {'gzip' if not args.no_gzip else 'plain'}")
@@ -212,23 +201,23 @@ def main() -> None:
             f"batch latency: p50 {percentile(latencies, 50) * 1000:.0f} ms, p99 {percentile(latencies, 99) * 1000:.0f} ms"
         )
 
-        if cpu_after.get("bench"):
+        if cpu_after:
             used = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
             print(
                 "CPU per session: "
-                + ", ".join(f"{k} {v / sessions * 1e6:,.0f} us" for k, v in used.items() if k != "api" or api)
+                + ", ".join(f"{k} {v / sessions * 1e6:,.0f} us" for k, v in used.items())
                 + f"; {sum(used.values()) / elapsed:.2f} of {os.cpu_count()} cores busy"
             )
 
         if database_url:
             rates = {}
             for per_tx in dict.fromkeys((args.batch_size, 500)):
-                rates[per_tx], cpu = plain_copy_rate(database_url, batches, per_tx)
+                rates[per_tx], cpu = plain_copy_rate(database_url, batches, per_tx, cluster)
                 print(
                     f"plain COPY, one connection, {per_tx}-session transactions: {rates[per_tx]:,.0f} sessions/s"
                     + (f"  (API = {api_rate / rates[per_tx]:.0%} of it)" if per_tx == args.batch_size else "")
                     + (f"; CPU per session: postgres {cpu['postgres'] * 1e6:,.0f} us, "
-                       f"formatting rows {cpu['bench'] * 1e6:,.0f} us" if cpu_after.get("bench") else "")
+                       f"formatting rows {cpu['bench'] * 1e6:,.0f} us" if cpu else "")
                 )
             best = max(rates.values())
             print(
