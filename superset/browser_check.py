@@ -100,16 +100,32 @@ def start_browser(user_data_dir: str) -> webdriver.Chrome:
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-def log_in(browser: webdriver.Chrome, base_url: str, username: str, password: str) -> None:
-    browser.get(f"{base_url}/login/")
-    wait = WebDriverWait(browser, 30)
-    wait.until(expected_conditions.presence_of_element_located((By.ID, "username"))).send_keys(username)
-    browser.find_element(By.ID, "password").send_keys(password)
-    browser.find_element(By.CSS_SELECTOR, '[data-test="login-button"]').click()
-    try:
-        wait.until(lambda b: "/login" not in b.current_url)
-    except Exception:
-        raise SystemExit(f"login as {username!r} failed: still on {browser.current_url}") from None
+def log_in(browser: webdriver.Chrome, base_url: str, username: str, password: str, attempts: int = 3) -> None:
+    """Through the login form. A page still rendering can swallow keystrokes (the form is
+    mounted again), so the fields are read back before the click, and a refused attempt is
+    made again from a fresh page; each refusal's message is reported."""
+    refusals = []
+    for _ in range(attempts):
+        browser.get(f"{base_url}/login/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
+        button = wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, '[data-test="login-button"]')))
+        for field_id, value in (("username", username), ("password", password)):
+            field = wait.until(expected_conditions.presence_of_element_located((By.ID, field_id)))
+            field.clear()
+            field.send_keys(value)
+        typed = [browser.find_element(By.ID, field_id).get_attribute("value") for field_id in ("username", "password")]
+        if typed != [username, password]:
+            refusals.append(f"the form held {typed[0]!r} and a {len(typed[1])}-character password before the click")
+            continue
+        button.click()
+        try:
+            wait.until(lambda b: "/login" not in b.current_url)
+            return
+        except Exception:
+            message = browser.find_element(By.TAG_NAME, "body").text.strip().replace("\n", " | ")[:300]
+            refusals.append(f"still on {browser.current_url}: {message!r}")
+    raise SystemExit(f"login as {username!r} failed {attempts} times: " + "; ".join(refusals))
 
 
 def chart_responses(browser: webdriver.Chrome) -> list[dict]:
