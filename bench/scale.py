@@ -64,7 +64,18 @@ from ingest_api import db  # noqa: E402
 from ingest_api.paging import encode_cursor  # noqa: E402
 from ingest_api.store import keys  # noqa: E402
 from ingest_api.store.keys import Principal  # noqa: E402
-from ingest_api.store.sessions import LLM_COLUMNS, SESSION_COLUMNS, TOOL_COLUMNS, TURN_COLUMNS, encode  # noqa: E402
+from ingest_api.store.sessions import (  # noqa: E402
+    LLM_COLUMNS,
+    LLM_TYPES,
+    SESSION_COLUMNS,
+    SESSION_TYPES,
+    TOOL_COLUMNS,
+    TOOL_TYPES,
+    TURN_COLUMNS,
+    TURN_TYPES,
+    copy_sql,
+    encode,
+)
 from ingest_api.wire import validate_session  # noqa: E402
 from simulator.samples import make_session  # noqa: E402
 
@@ -99,11 +110,11 @@ PROFILE_AGENTS = {
 }
 # The template week starts on a Monday; copies are shifted by whole weeks (and the offset to now).
 TEMPLATE_ORIGIN_MS = 1_767_571_200_000  # 2026-01-05T00:00Z
-RAW_TABLES = {
-    "agent_sessions": SESSION_COLUMNS,
-    "session_turns": TURN_COLUMNS,
-    "llm_calls": LLM_COLUMNS,
-    "tool_calls": TOOL_COLUMNS,
+RAW_TABLES = {  # table: (COPY columns, binary COPY types)
+    "agent_sessions": (SESSION_COLUMNS, SESSION_TYPES),
+    "session_turns": (TURN_COLUMNS, TURN_TYPES),
+    "llm_calls": (LLM_COLUMNS, LLM_TYPES),
+    "tool_calls": (TOOL_COLUMNS, TOOL_TYPES),
 }
 BENCH_SETTINGS = {
     # Sized for the machine (24 GiB shared with others); durable: fsync and synchronous commit on.
@@ -295,8 +306,9 @@ def _template_worker(args: tuple) -> int:
                     rows[table] += [(*row, offset) for row in data]
                 count += 1
             with conn.transaction(), conn.cursor() as cur:
-                for table, columns in RAW_TABLES.items():
-                    with cur.copy(f"copy bench_template.{table} ({columns}, start_offset_ms) from stdin") as copy:
+                for table, (columns, types) in RAW_TABLES.items():
+                    with cur.copy(copy_sql(f"bench_template.{table}", f"{columns}, start_offset_ms")) as copy:
+                        copy.set_types((*types, "int8"))
                         for row in rows[table]:
                             copy.write_row(row)
     return count
@@ -346,7 +358,7 @@ create or replace function bench_scale.replica_id(id uuid, week integer, replica
 """
 
 
-def _copy_sql(table: str, columns: str) -> str:
+def _replicate_sql(table: str, columns: str) -> str:
     """INSERT ... SELECT of one table's template rows with start_offset_ms in [lo, hi), each
     ``replicas`` times: new ids for (week, replica), times shifted by ``shift`` plus the replica's step."""
     shift = f"make_interval(secs => (%(shift)s + r * {REPLICA_STEP_MS}) / 1000.0)"
@@ -380,8 +392,8 @@ def _load_chunk(url: str, week: int, lo: int, hi: int, shift_ms: int, replicas: 
             params,
         )
         count = 0
-        for table, columns in RAW_TABLES.items():
-            cur = conn.execute(_copy_sql(table, columns), params)
+        for table, (columns, _) in RAW_TABLES.items():
+            cur = conn.execute(_replicate_sql(table, columns), params)
             if table == "agent_sessions":
                 count = cur.rowcount
         conn.execute(

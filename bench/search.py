@@ -48,7 +48,7 @@ from ingest_api import db  # noqa: E402
 from ingest_api.store import keys  # noqa: E402
 from ingest_api.store import search as search_store  # noqa: E402
 from ingest_api.store.keys import Principal  # noqa: E402
-from ingest_api.store.sessions import SessionRows, encode  # noqa: E402
+from ingest_api.store.sessions import SessionRows, copy_rows_sync, encode  # noqa: E402
 from ingest_api.wire import validate_session  # noqa: E402
 from orchestration.dbt import target_dir, transform  # noqa: E402
 from simulator.samples import make_session  # noqa: E402
@@ -106,10 +106,7 @@ def load(database_url: str, sessions: list[dict]) -> uuid.UUID:
             for s in sessions[i : i + 500]:
                 rows.extend(encode(principal, validate_session(s, check_values=False)[0]).rows)
             with conn.transaction(), conn.cursor() as cur:
-                for table, columns, data in rows.tables():
-                    with cur.copy(f"copy {table} ({columns}) from stdin") as copy:
-                        for row in data:
-                            copy.write_row(row)
+                copy_rows_sync(cur, rows)
     return new.project_id
 
 

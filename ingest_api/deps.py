@@ -17,11 +17,13 @@ from ingest_api.store import keys
 from ingest_api.store.keys import Principal
 
 
-def get_settings(request: Request) -> ApiSettings:
+# These three are async although they do not wait: FastAPI runs a plain `def` dependency in a
+# worker thread, three thread hand-offs per request for reading an attribute.
+async def get_settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-def get_pool(request: Request) -> AsyncConnectionPool:
+async def get_pool(request: Request) -> AsyncConnectionPool:
     return request.app.state.pool
 
 
@@ -41,7 +43,7 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_access(request: Request) -> Access:
+async def get_access(request: Request) -> Access:
     return request.app.state.access
 
 
