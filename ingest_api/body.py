@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from fastapi import HTTPException, Request
 
-from ingest_api.wire import exact_float, exact_int
+from ingest_api.wire import decode_typed, exact_float, exact_int
 
 
 class PayloadTooLarge(HTTPException):
@@ -65,6 +65,8 @@ class Envelope:
     # True when the body was parsed exactly: every value needs a per-session walk for NUL,
     # invalid UTF-8 and numbers set aside as inexact (wire.bad_values).
     exact: bool
+    # True when decode_typed read the batch: every session is already of the wire's types.
+    typed: bool = False
 
 
 def _reject_constant(name: str) -> Any:
@@ -81,13 +83,17 @@ _LONG_RUN = b"0" * 20
 def parse_envelope(body: bytes, max_sessions: int) -> Envelope:
     """``{"sessions": [...], "timestamp": ...}``, or a 4xx for the request as a whole.
 
-    The fast path is orjson. A body it refuses (invalid UTF-8, lone surrogates, a number out
+    The fast path is decode_typed, for a batch whose every session fits the wire exactly;
+    then orjson. A body orjson refuses (invalid UTF-8, lone surrogates, a number out
     of a double's range) or whose values it could change (a NUL escape, a very long number)
     is parsed again exactly and leniently: such faults belong to the session that carries
     them, not to the request, so validation pins them on it."""
     exact = b"\\u0000" in body or _LONG_RUN in body.translate(_DIGITS_TO_ZERO)
     document: Any = None
     if not exact:
+        typed = decode_typed(body)
+        if typed is not None:
+            return Envelope(sessions=_within(typed, max_sessions), exact=False, typed=True)
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -109,9 +115,12 @@ def parse_envelope(body: bytes, max_sessions: int) -> Envelope:
         isinstance(timestamp, bool) or not isinstance(timestamp, (int, float))
     ):
         raise HTTPException(422, "timestamp must be a number (epoch milliseconds)")
-    sessions = document["sessions"]
+    return Envelope(sessions=_within(document["sessions"], max_sessions), exact=exact)
+
+
+def _within(sessions: list[Any], max_sessions: int) -> list[Any]:
     if len(sessions) > max_sessions:
         raise PayloadTooLarge(
             f"batch has {len(sessions)} sessions; the limit is {max_sessions} per request"
         )
-    return Envelope(sessions=sessions, exact=exact)
+    return sessions

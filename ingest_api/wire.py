@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
+import msgspec
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError, with_config
 from typing_extensions import NotRequired, TypedDict
 
@@ -126,6 +127,114 @@ class Session(TypedDict):
 
 
 SESSION_ADAPTER = TypeAdapter(Session)
+
+
+# ---- the common case, decoded and checked in one pass ------------------------------------
+# msgspec decodes a batch straight into these structs: a third of the time of orjson and
+# pydantic together (about 40 against 100-200 us per session here). It is a fast path only:
+# a batch it does not take whole (a type or range fault, a field the wire does not declare,
+# text or a number the exact parser must look at) goes the pydantic way above, which finds and
+# reports every fault. The structs mirror the TypedDicts field for field; a test holds them
+# together, and another that whatever they accept, pydantic accepts and returns the same.
+TYPED = {"forbid_unknown_fields": True, "frozen": True}
+TypedEpochMs = Annotated[float, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]
+TypedCount = Annotated[int, msgspec.Meta(ge=0, le=INT4_MAX)]
+TypedMillis = Annotated[float, msgspec.Meta(ge=0, le=1e12)]
+TypedId = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+UNSET = msgspec.UNSET
+Unset = msgspec.UnsetType
+
+
+class TypedLlmMetrics(msgspec.Struct, **TYPED):
+    tokensInput: TypedCount | None | Unset = UNSET
+    tokensOutput: TypedCount | None | Unset = UNSET
+    tokensTotal: TypedCount | None | Unset = UNSET
+    costUsd: Annotated[float, msgspec.Meta(ge=0, le=1e9)] | None | Unset = UNSET
+    latencyMs: TypedMillis | None | Unset = UNSET
+
+
+class TypedLlmCall(msgspec.Struct, **TYPED):
+    callId: TypedId
+    provider: Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    startTime: TypedEpochMs
+    endTime: TypedEpochMs | None | Unset = UNSET
+    messages: Any = UNSET
+    response: Any = UNSET
+    metrics: TypedLlmMetrics | None | Unset = UNSET
+
+
+class TypedToolCall(msgspec.Struct, **TYPED):
+    toolId: TypedId
+    toolName: TypedId
+    startTime: TypedEpochMs
+    arguments: Any = UNSET
+    endTime: TypedEpochMs | None | Unset = UNSET
+    result: Any = UNSET
+    error: str | None | Unset = UNSET
+    latencyMs: TypedMillis | None | Unset = UNSET
+
+
+class TypedAgentResponse(msgspec.Struct, **TYPED):
+    message: Any = UNSET
+    toolCalls: list[TypedToolCall] | Unset = UNSET
+
+
+class TypedTurn(msgspec.Struct, **TYPED):
+    turnId: TypedId
+    turnNumber: TypedCount
+    timestamp: TypedEpochMs
+    trigger: Any
+    llmCalls: list[TypedLlmCall] | Unset = UNSET
+    agentResponse: TypedAgentResponse | None | Unset = UNSET
+    userFeedback: Any = UNSET
+
+
+class TypedFinalOutcome(msgspec.Struct, **TYPED):
+    status: Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+    result: Any = UNSET
+    userSatisfaction: Annotated[float, msgspec.Meta(ge=1, le=5)] | None | Unset = UNSET
+    confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None | Unset = UNSET
+
+
+class TypedSession(msgspec.Struct, **TYPED):
+    sessionId: uuid.UUID
+    agentName: TypedId
+    initialRequest: str
+    startTime: TypedEpochMs
+    userId: Annotated[str, msgspec.Meta(max_length=255)] | None | Unset = UNSET
+    endTime: TypedEpochMs | None | Unset = UNSET
+    metadata: dict[str, Any] | None | Unset = UNSET
+    tags: list[Annotated[str, msgspec.Meta(max_length=255)]] | None | Unset = UNSET
+    parentSessionId: uuid.UUID | None | Unset = UNSET
+    turns: list[TypedTurn] | Unset = UNSET
+    finalOutcome: TypedFinalOutcome | None | Unset = UNSET
+
+
+class TypedEnvelope(msgspec.Struct, frozen=True):
+    sessions: list[TypedSession]
+    timestamp: float | None = None
+
+
+TYPED_PAIRS = {TypedSession: Session, TypedTurn: Turn, TypedLlmCall: LlmCall, TypedLlmMetrics: LlmMetrics,
+               TypedAgentResponse: AgentResponse, TypedToolCall: ToolCall, TypedFinalOutcome: FinalOutcome}
+_TYPED_DECODER = msgspec.json.Decoder(TypedEnvelope)
+
+
+def decode_typed(body: bytes) -> list[Session] | None:
+    """Every session of the envelope as SESSION_ADAPTER would return it (fields absent stay
+    absent, ids are UUIDs), or None unless the whole batch fits the wire exactly. The caller
+    has already ruled out NUL escapes and very long numbers (the exact parser's cases)."""
+    try:
+        envelope = _TYPED_DECODER.decode(body)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    sessions = msgspec.to_builtins(envelope.sessions)  # UNSET fields are left out
+    for plain, typed in zip(sessions, envelope.sessions, strict=True):
+        plain["sessionId"] = typed.sessionId
+        if isinstance(typed.parentSessionId, uuid.UUID):
+            plain["parentSessionId"] = typed.parentSessionId
+    return sessions
 
 
 _DECLARED: dict[type, frozenset[str]] = {}
@@ -322,12 +431,14 @@ def _consistency_errors(session: Session, limits: SessionLimits) -> list[FieldEr
     return errors
 
 
-def validate_session(raw: Any, *, check_values: bool,
-                     limits: SessionLimits = SessionLimits()) -> tuple[Session | None, list[FieldError]]:
+def validate_session(raw: Any, *, check_values: bool, limits: SessionLimits = SessionLimits(),
+                     typed: bool = False) -> tuple[Session | None, list[FieldError]]:
     """A valid Session (a dict; ids parsed to UUIDs) and no errors, or None and every fault found.
 
     ``check_values`` walks every value for text PostgreSQL cannot store and inexact numbers;
     the caller skips it when the raw body proves neither can occur (the common, fast case).
+    ``typed``: ``raw`` came from decode_typed, whose types and ranges are the adapter's; only
+    the limits and the cross-field rules are left to check.
     """
     if not isinstance(raw, dict):
         return None, [FieldError("", "a session must be a JSON object")]
@@ -336,7 +447,7 @@ def validate_session(raw: Any, *, check_values: bool,
         return None, errors
     errors = bad_values(raw) if check_values else []
     try:
-        session = SESSION_ADAPTER.validate_python(raw)
+        session = raw if typed else SESSION_ADAPTER.validate_python(raw)
     except ValidationError as exc:
         return None, errors + _pydantic_errors(exc)
     errors += _consistency_errors(session, limits)
@@ -347,6 +458,8 @@ def raw_session_id(raw: Any) -> Any:
     """The sessionId as sent, for the rejection report (may be anything, or absent)."""
     if isinstance(raw, dict):
         value = raw.get("sessionId")
+        if isinstance(value, uuid.UUID):  # a session decode_typed read
+            return str(value)
         if value is None or isinstance(value, (str, int, float, bool)):
             return value if not isinstance(value, str) or not bad_values(value) else None
     return None

@@ -124,7 +124,7 @@ async def ingest_sessions(
             # Validation is CPU work on the event loop: let waiting requests (reads, other
             # batches' database round trips) in between, not only after the whole batch.
             await asyncio.sleep(0)
-        session, errors = validate_session(raw, check_values=envelope.exact, limits=limits)
+        session, errors = validate_session(raw, check_values=envelope.exact, limits=limits, typed=envelope.typed)
         if session is not None:
             try:
                 accepted.append((index, session_store.encode(principal, session, settings.max_metadata_bytes)))
