@@ -141,12 +141,22 @@ def plain_copy_rate(
 
 
 def as_text(rows: SessionRows) -> SessionRows:
-    """The rows as a text COPY takes them (JSON as text rather than jsonb's binary form)."""
+    """The rows as a text COPY takes them: ids as UUIDs and JSON as text, not as the bytes the
+    API's binary COPY sends."""
 
-    def text(row: tuple) -> tuple:
-        return tuple(v[len(JSONB_VERSION):].decode() if isinstance(v, bytes) else v for v in row)
+    def text(columns: str, row: tuple) -> tuple:
+        return tuple(
+            None if v is None
+            else uuid.UUID(bytes=v) if name in UUID_COLUMNS
+            else v[len(JSONB_VERSION):].decode() if isinstance(v, bytes)
+            else v
+            for name, v in zip(columns.split(", "), row, strict=True)
+        )
 
-    return SessionRows(*([text(row) for row in data] for _, _, _, data in rows.tables()))
+    return SessionRows(*([text(columns, row) for row in data] for _, columns, _, data in rows.tables()))
+
+
+UUID_COLUMNS = {"project_id", "session_id", "api_key_id", "parent_session_id"}
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg.types.string import BytesBinaryDumper
 
 from ingest_api import pricing, redaction, wire
 from ingest_api.paging import encode_cursor
@@ -41,39 +42,43 @@ COUNT_AGENTS_SQL = """
         last_seen = greatest(c.last_seen, excluded.last_seen)
 """
 
-def _columns(*spec: str) -> tuple[str, tuple[str, ...]]:
-    """('name type', ...) -> (the COPY column list, the binary COPY types in that order)."""
-    pairs = [item.rsplit(" ", 1) for item in spec]
-    return ", ".join(name for name, _ in pairs), tuple(kind for _, kind in pairs)
-
-
 # Rows are COPYed in binary: PostgreSQL reads ids, times and numbers without parsing text, and
-# the rows are not escaped on the way (bench/ingest.py times both: about half the client's CPU and
-# a fifth of the server's for the same rows). JSON goes in jsonb's binary form, a version byte and
-# the JSON text; psycopg is told 'bytea' for it, so those bytes pass through as they are.
+# the rows are not escaped on the way (bench/ingest.py times both: about half the client's CPU
+# and a fifth of the server's for the same rows). Two column types travel as bytes, through
+# psycopg's C bytes dumper (its uuid dumper and the bytea one it registers by default are
+# Python): a uuid as its 16 bytes, a jsonb as its binary form, a version byte then the JSON text.
+AS_BYTES = {"uuid", "jsonb"}
+
+
+def _columns(*spec: str) -> tuple[str, tuple[str, ...]]:
+    """('name type', ...) -> (the COPY column list, the types psycopg dumps them as)."""
+    pairs = [item.rsplit(" ", 1) for item in spec]
+    return ", ".join(name for name, _ in pairs), tuple("bytea" if kind in AS_BYTES else kind for _, kind in pairs)
+
+
 SESSION_COLUMNS, SESSION_TYPES = _columns(
     "project_id uuid", "session_id uuid", "api_key_id uuid", "agent_name text", "user_id text",
     "parent_session_id uuid", "start_time timestamptz", "end_time timestamptz", "initial_request text",
-    "final_outcome bytea", "metadata bytea", "tags text[]", "extra bytea",
+    "final_outcome jsonb", "metadata jsonb", "tags text[]", "extra jsonb",
     # the session's own summary (migration 0009): lists read it instead of counting its rows
     "turn_count int4", "llm_call_count int4", "tool_call_count int4", "tool_error_count int4", "tokens_total int8",
     "llm_cost_usd numeric", "llm_calls_from timestamptz", "llm_calls_until timestamptz",
 )
 TURN_COLUMNS, TURN_TYPES = _columns(
     "project_id uuid", "session_id uuid", "turn_id text", "turn_number int4", '"timestamp" timestamptz',
-    "trigger bytea", "agent_response bytea", "user_feedback bytea", "extra bytea",
+    "trigger jsonb", "agent_response jsonb", "user_feedback jsonb", "extra jsonb",
 )
 LLM_COLUMNS, LLM_TYPES = _columns(
     "project_id uuid", "session_id uuid", "turn_id text", "call_id text", "position int4", "provider text",
     "model text", "start_time timestamptz", "end_time timestamptz", "tokens_input int4", "tokens_output int4",
-    "tokens_total int4", "cost_usd numeric", "latency_ms float8", "messages bytea", "response bytea",
-    "extra bytea", "tokens_cache_read int4", "tokens_cache_write int4", "estimated_cost_usd numeric",
+    "tokens_total int4", "cost_usd numeric", "latency_ms float8", "messages jsonb", "response jsonb",
+    "extra jsonb", "tokens_cache_read int4", "tokens_cache_write int4", "estimated_cost_usd numeric",
     "price_source text",
 )
 TOOL_COLUMNS, TOOL_TYPES = _columns(
     "project_id uuid", "session_id uuid", "turn_id text", "tool_id text", "position int4", "tool_name text",
-    "arguments bytea", "start_time timestamptz", "end_time timestamptz", "result bytea", "error text",
-    "latency_ms float8", "extra bytea",
+    "arguments jsonb", "start_time timestamptz", "end_time timestamptz", "result jsonb", "error text",
+    "latency_ms float8", "extra jsonb",
 )
 # jsonb's binary format: this version byte, then the JSON text.
 JSONB_VERSION = b"\x01"
@@ -184,16 +189,17 @@ def encode(principal: Principal, s: Session, max_metadata_bytes: int = 65536) ->
     The project's redaction setting (``principal.redactors``) applies first: nothing unredacted is stored."""
     if principal.redactors:
         s = redaction.redact_session(s, principal.redactors)
-    project = principal.project_id
-    sid = s["sessionId"]
+    project = principal.project_id.bytes
+    sid = s["sessionId"].bytes
+    parent = s.get("parentSessionId")
     metadata = _json(s.get("metadata"), "metadata")
     if metadata is not None and len(metadata) - len(JSONB_VERSION) > max_metadata_bytes:
         raise Unstorable("metadata", f"at most {max_metadata_bytes} bytes of JSON "
                                      f"(got {len(metadata) - len(JSONB_VERSION)})")
     rows = SessionRows()
     rows.sessions.append((
-        project, sid, principal.key_id, s["agentName"], s.get("userId"),
-        s.get("parentSessionId"), from_epoch_ms(s["startTime"]), from_epoch_ms(s.get("endTime")),
+        project, sid, principal.key_id.bytes, s["agentName"], s.get("userId"),
+        parent.bytes if parent else None, from_epoch_ms(s["startTime"]), from_epoch_ms(s.get("endTime")),
         s["initialRequest"], _json(s.get("finalOutcome"), "finalOutcome"), metadata,
         s.get("tags"), _json(extras(s, wire.Session), ""),
     ))
@@ -264,6 +270,7 @@ def copy_sql(table: str, columns: str) -> str:
 
 async def copy_rows(cur: psycopg.AsyncCursor, rows: SessionRows) -> None:
     """COPY rows into the raw tables (the caller holds the transaction)."""
+    cur.adapters.register_dumper(bytes, BytesBinaryDumper)  # this cursor only: see AS_BYTES
     for table, columns, types, data in rows.tables():
         if not data:
             continue
@@ -275,6 +282,7 @@ async def copy_rows(cur: psycopg.AsyncCursor, rows: SessionRows) -> None:
 
 def copy_rows_sync(cur: psycopg.Cursor, rows: SessionRows) -> None:
     """copy_rows on a synchronous connection (the benches' loaders)."""
+    cur.adapters.register_dumper(bytes, BytesBinaryDumper)
     for table, columns, types, data in rows.tables():
         if not data:
             continue
