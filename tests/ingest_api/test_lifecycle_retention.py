@@ -17,6 +17,7 @@ import pytest
 
 from bagula.cli.retention import start_periodic
 from ingest_api import db
+from ingest_api.paging import decode_cursor
 from ingest_api.settings import get_api_settings
 from ingest_api.store import keys
 from ingest_api.store import retention as store
@@ -339,6 +340,57 @@ def test_storage_per_session_with_and_without_compression(pg):
         f" hypertables compressed"
     )
     assert hyper_after < hyper_before / 2
+
+
+@pytest.mark.timescaledb
+def test_sessions_compressed_before_the_page_order_migration_are_compressed_again_in_page_order(pg):
+    """Migration 0012: every compressed chunk of agent_sessions ends up ordered as the session
+    list pages (start time, then session id, newest first; ingest_txid kept for the marts), with
+    the same rows, and the list still pages through them in that order."""
+    from alembic import command
+
+    url = pg.create_database(f"page_order_{uuid.uuid4().hex[:8]}")
+    command.upgrade(db.alembic_config(url), "0011")
+    if not db.hypertables(url):
+        pytest.skip(f"TimescaleDB is not usable on this server ({db.timescaledb_status(url)})")
+    principal = new_project(url, "page-order")
+    start_ms = int((datetime.now(timezone.utc) - timedelta(days=30)).timestamp() * 1000)
+    sessions = make_batch(random.Random(12), 300, start_ms=start_ms)
+    for i, s in enumerate(sessions):  # many sessions a second apart: ties broken by session id
+        s["startTime"] = start_ms + (i // 3) * 1000
+    load(url, principal, sessions)
+    orders = """
+        select distinct orderby from timescaledb_information.chunk_compression_settings
+        where hypertable = 'agent_sessions'::regclass
+    """
+    rows = "select session_id, start_time, agent_name, ingest_txid, md5(initial_request) from agent_sessions order by 1"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("select compress_chunk(c) from show_chunks('agent_sessions') c")
+        assert conn.execute(orders).fetchall() == [("start_time DESC,ingest_txid",)]
+        before = conn.execute(rows).fetchall()
+    db.upgrade(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(orders).fetchall() == [("start_time DESC,session_id DESC,ingest_txid",)]
+        assert conn.execute("select count(*) from timescaledb_information.chunks"
+                            " where hypertable_name = 'agent_sessions' and not is_compressed").fetchone()[0] == 0
+        assert conn.execute(rows).fetchall() == before
+
+    async def every_page() -> list[str]:
+        seen, after = [], None
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            while True:
+                page, cursor = await session_store.list_sessions(
+                    conn, principal.project_id, agent,
+                    session_store.SessionFilter(after=after, limit=37))
+                seen += [item["session_id"] for item in page]
+                if cursor is None:
+                    return seen
+                after = decode_cursor(cursor)
+
+    agent = sessions[0]["agentName"]
+    newest_first = sorted(((start, str(sid)) for sid, start, name, _, _ in before if name == agent), reverse=True)
+    assert len(newest_first) > 100
+    assert asyncio.run(every_page()) == [sid for _, sid in newest_first]
 
 
 def test_the_live_paths_retention_thread_applies_retention_when_due(pg, monkeypatch):
